@@ -1,0 +1,79 @@
+"""SeqBERT model configuration.
+
+Self-contained on purpose: this file is copied into every saved model folder so that
+``AutoConfig.from_pretrained(folder, trust_remote_code=True)`` works without seqbert installed.
+It may import only ``transformers`` (and ``torch`` indirectly).
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+
+class SeqBertConfig(PretrainedConfig):
+    r"""Configuration of a SeqBERT behavior-sequence encoder.
+
+    Hyperparameter names follow BERT verbatim; only the behavior-specific fields are new.
+    Token ids ``[0, num_special_tokens)`` are special (pad, mask, cls, sep, unk and optional hash
+    buckets); ids ``[num_special_tokens, vocab_size)`` are catalog items.
+
+    Example:
+
+    ```python
+    >>> from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+    >>> config = SeqBertConfig(vocab_size=105, hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    >>> model = SeqBertForMaskedBehaviorModeling(config)
+    >>> model.config.num_items
+    100
+    ```
+    """
+
+    model_type = "seqbert"
+
+    vocab_size: int = 1005  # specials + items
+    num_special_tokens: int = 5  # ids below this are never predicted as items
+    num_behaviors: int = 8  # pad, mask + the six canonical event types
+    num_time_buckets: int = 26  # pad, mask, first-event + log2 gap buckets
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    intermediate_size: int = 256
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.2
+    attention_probs_dropout_prob: float = 0.2
+    max_position_embeddings: int = 256  # longest sequence (events + appended mask) the model sees
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    mask_token_id: int = 1
+    behavior_loss_weight: float = 0.1  # weight of the event-type prediction loss in pretraining
+    label_smoothing: float = 0.0
+    classifier_dropout: float | None = None
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})."
+            )
+        if not 0 < self.num_special_tokens < self.vocab_size:
+            raise ValueError(
+                f"num_special_tokens ({self.num_special_tokens}) must be in (0, vocab_size={self.vocab_size})."
+            )
+        if self.num_behaviors < 3 or self.num_time_buckets < 3:
+            raise ValueError(
+                f"num_behaviors ({self.num_behaviors}) and num_time_buckets ({self.num_time_buckets}) "
+                "must each be >= 3 (pad, mask and at least one real value)."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_items(self) -> int:
+        """Number of catalog items the model can predict."""
+        return self.vocab_size - self.num_special_tokens
+
+
+__all__ = ["SeqBertConfig"]

@@ -1,0 +1,427 @@
+"""SeqBERT: a BERT-style bidirectional encoder over behavior sequences.
+
+Self-contained on purpose (imports only torch, transformers and the sibling config file), because
+``register_for_auto_class`` copies it into every saved folder for ``trust_remote_code`` loading.
+
+Differences from BERT, each deliberate:
+- Unlike BERT's token-type embeddings, every position adds an *event-type* (behavior) and a
+  *time-gap bucket* embedding to the item embedding.
+- Unlike BERT, positions count back from the most recent event (0 = last), so the same position id
+  means "k events ago" whatever the sequence length or padding side.
+- Unlike BERT, layers are pre-LayerNorm with a final LayerNorm (more stable at the high learning
+  rates sequential recommenders train with; Xiong et al. 2020, https://arxiv.org/abs/2002.04745).
+- Attention is ``torch.nn.functional.scaled_dot_product_attention`` (no library internals).
+- Pretraining (BERT4Rec Cloze, Sun et al. 2019, https://arxiv.org/abs/1904.06690) predicts the
+  masked item with a decoder tied to the item embeddings (plus bias) and, as an auxiliary task,
+  the masked event type. Only real items are scored; special tokens never are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_seqbert import SeqBertConfig
+
+
+_AUTO_MAP = {
+    "AutoConfig": "configuration_seqbert.SeqBertConfig",
+    "AutoModel": "modeling_seqbert.SeqBertModel",
+    "AutoModelForMaskedLM": "modeling_seqbert.SeqBertForMaskedBehaviorModeling",
+    "AutoModelForSequenceClassification": "modeling_seqbert.SeqBertForSequenceClassification",
+}
+
+
+@dataclass
+class MaskedBehaviorModelingOutput(ModelOutput):
+    """Output of :class:`SeqBertForMaskedBehaviorModeling`.
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): item loss + ``behavior_loss_weight`` x event-type loss.
+        logits (`torch.FloatTensor`): item scores over the full vocabulary (special tokens at ``-inf``).
+            Shape `(num_labelled_positions, vocab_size)` when ``labels`` are given (only labelled
+            positions are scored, to avoid materialising batch x length x catalog), otherwise
+            `(batch_size, sequence_length, vocab_size)`.
+        behavior_logits (`torch.FloatTensor`): event-type scores, same leading shape as ``logits``.
+        item_loss / behavior_loss (`torch.FloatTensor`, *optional*): the two loss terms, for logging.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): per-layer hidden states.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    behavior_logits: torch.FloatTensor | None = None
+    item_loss: torch.FloatTensor | None = None
+    behavior_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+def recency_position_ids(attention_mask: torch.Tensor, max_positions: int) -> torch.Tensor:
+    """Position ids counting back from the last real token (0 = most recent), 0 on padding."""
+    # (batch, length): number of real tokens at or after each position, minus one.
+    positions = attention_mask.flip(-1).cumsum(-1).flip(-1) - 1
+    return positions.clamp(min=0, max=max_positions - 1) * attention_mask
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, for left or right padding."""
+    length = attention_mask.shape[-1]
+    positions = torch.arange(length, device=attention_mask.device).expand_as(attention_mask)
+    return (positions * attention_mask).argmax(-1)
+
+
+class SeqBertEmbeddings(nn.Module):
+    """Sum of item, event-type, time-gap and recency-position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: SeqBertConfig):
+        super().__init__()
+        self.item_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.behavior_embeddings = nn.Embedding(config.num_behaviors, config.hidden_size, padding_idx=0)
+        self.time_embeddings = nn.Embedding(config.num_time_buckets, config.hidden_size, padding_idx=0)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.max_positions = config.max_position_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor,
+        time_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        position_ids = recency_position_ids(attention_mask, self.max_positions)
+        embeddings = (
+            self.item_embeddings(input_ids)
+            + self.behavior_embeddings(behavior_ids)
+            + self.time_embeddings(time_ids)
+            + self.position_embeddings(position_ids)
+        )
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class SeqBertSelfAttention(nn.Module):
+    """Multi-head bidirectional self-attention on ``scaled_dot_product_attention`` with a padding mask."""
+
+    def __init__(self, config: SeqBertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_dropout = config.attention_probs_dropout_prob
+
+    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = hidden_states.shape
+        # (batch, length, 3 * hidden) -> 3 x (batch, heads, length, head_dim)
+        query, key, value = (
+            self.qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )
+        context = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attention_bias,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        # (batch, heads, length, head_dim) -> (batch, length, hidden)
+        return self.output(context.transpose(1, 2).reshape(batch, length, hidden))
+
+
+class SeqBertLayer(nn.Module):
+    """Pre-LayerNorm Transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, config: SeqBertConfig):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = SeqBertSelfAttention(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.dropout(self.attention(self.attention_norm(hidden_states), attention_bias))
+        feed_forward = self.output(self.activation(self.intermediate(self.ffn_norm(hidden_states))))
+        return hidden_states + self.dropout(feed_forward)
+
+
+class SeqBertPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the checkpoint contract shared by every SeqBERT model."""
+
+    config_class = SeqBertConfig
+    config: SeqBertConfig
+    base_model_prefix = "seqbert"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, SeqBertMaskedBehaviorHead):
+            init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual; when saving with code (``register_for_auto_class``), map every head.
+
+        transformers records only the saved class in ``auto_map``; listing all three lets
+        ``AutoModel`` and ``AutoModelForSequenceClassification`` load any SeqBERT folder with
+        ``trust_remote_code=True`` (e.g. a classifier initialised from a pretrained folder).
+        """
+        if getattr(self, "_auto_class", None) is not None:
+            self.config.auto_map = {**(self.config.auto_map or {}), **_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class SeqBertModel(SeqBertPreTrainedModel):
+    """The bare encoder: returns one hidden vector per position.
+
+    Inputs (all `torch.LongTensor` of shape `(batch_size, sequence_length)`, as produced by
+    ``BehaviorTokenizer``): ``input_ids`` (items and special tokens), ``behavior_ids`` (event
+    types), ``time_ids`` (time-gap buckets) and ``attention_mask`` (1 = real token).
+    """
+
+    def __init__(self, config: SeqBertConfig):
+        super().__init__(config)
+        self.embeddings = SeqBertEmbeddings(config)
+        self.layers = nn.ModuleList([SeqBertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.item_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.item_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, ...] | BaseModelOutput:
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        if behavior_ids is None:
+            behavior_ids = torch.zeros_like(input_ids)
+        if time_ids is None:
+            time_ids = torch.zeros_like(input_ids)
+        output_hidden_states = bool(output_hidden_states)
+        return_dict = return_dict if return_dict is not None else True
+
+        hidden_states = self.embeddings(input_ids, behavior_ids, time_ids, attention_mask)
+        # (batch, 1, 1, length) boolean: True where a key may be attended to.
+        attention_bias = attention_mask.bool()[:, None, None, :]
+        all_hidden_states: tuple[torch.Tensor, ...] = (hidden_states,) if output_hidden_states else ()
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_bias)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        hidden_states = self.final_norm(hidden_states)
+
+        if not return_dict:
+            return (hidden_states, all_hidden_states) if output_hidden_states else (hidden_states,)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states if output_hidden_states else None
+        )
+
+
+class SeqBertMaskedBehaviorHead(nn.Module):
+    """Transform + item decoder (weight tied to the item embeddings, own bias) + event-type decoder."""
+
+    def __init__(self, config: SeqBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.behavior_decoder = nn.Linear(config.hidden_size, config.num_behaviors)
+        self.num_special_tokens = config.num_special_tokens
+
+    def transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.activation(self.dense(hidden_states)))
+
+    def item_logits(self, transformed: torch.Tensor) -> torch.Tensor:
+        """Scores of real items only: `(..., vocab_size - num_special_tokens)`."""
+        items = slice(self.num_special_tokens, None)
+        return transformed @ self.decoder.weight[items].T + self.bias[items]
+
+    def full_vocab_logits(self, item_logits: torch.Tensor) -> torch.Tensor:
+        """Pad item scores to the full vocabulary with ``-inf`` for special tokens."""
+        specials = item_logits.new_full((*item_logits.shape[:-1], self.num_special_tokens), float("-inf"))
+        return torch.cat([specials, item_logits], dim=-1)
+
+
+class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
+    """SeqBERT with the masked-behavior (Cloze) pretraining head; also the next-item recommender.
+
+    ``labels`` hold the original item id at masked positions and -100 elsewhere;
+    ``behavior_labels`` likewise hold the original event-type id.
+    """
+
+    _tied_weights_keys = {"head.decoder.weight": "seqbert.embeddings.item_embeddings.weight"}
+
+    def __init__(self, config: SeqBertConfig):
+        super().__init__(config)
+        self.seqbert = SeqBertModel(config)
+        self.head = SeqBertMaskedBehaviorHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.head.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        behavior_labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, ...] | MaskedBehaviorModelingOutput:
+        return_dict = return_dict if return_dict is not None else True
+        outputs = self.seqbert(
+            input_ids, behavior_ids, time_ids, attention_mask, output_hidden_states=output_hidden_states
+        )
+        hidden_states = outputs.last_hidden_state
+        loss = item_loss = behavior_loss = None
+        if labels is not None:
+            # Score only labelled positions: (num_labelled, hidden).
+            selected = labels != -100
+            transformed = self.head.transform(hidden_states[selected])
+            item_scores = self.head.item_logits(transformed)
+            item_loss = F.cross_entropy(
+                item_scores.float(),
+                labels[selected] - self.config.num_special_tokens,
+                label_smoothing=self.config.label_smoothing,
+            )
+            behavior_logits = self.head.behavior_decoder(transformed)
+            loss = item_loss
+            if behavior_labels is not None and self.config.behavior_loss_weight > 0:
+                behavior_loss = F.cross_entropy(behavior_logits.float(), behavior_labels[selected], ignore_index=-100)
+                loss = item_loss + self.config.behavior_loss_weight * behavior_loss
+        else:
+            transformed = self.head.transform(hidden_states)
+            item_scores = self.head.item_logits(transformed)
+            behavior_logits = self.head.behavior_decoder(transformed)
+        logits = self.head.full_vocab_logits(item_scores)
+
+        if not return_dict:
+            output = (logits, behavior_logits) + ((outputs.hidden_states,) if output_hidden_states else ())
+            return ((loss,) + output) if loss is not None else output
+        return MaskedBehaviorModelingOutput(
+            loss=loss,
+            logits=logits,
+            behavior_logits=behavior_logits,
+            item_loss=item_loss,
+            behavior_loss=behavior_loss,
+            hidden_states=outputs.hidden_states,
+        )
+
+    @torch.no_grad()
+    def next_item_scores(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Item scores `(batch_size, num_items)` at each row's last real token (the appended mask).
+
+        Column ``j`` is token id ``j + num_special_tokens``. Only the last position is decoded.
+        """
+        hidden_states = self.seqbert(input_ids, behavior_ids, time_ids, attention_mask).last_hidden_state
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        last = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
+        return self.head.item_logits(self.head.transform(last))
+
+
+class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
+    """SeqBERT with a classification head on the last real token (e.g. purchase within a horizon).
+
+    Pools the hidden state of the appended ``[MASK]`` ("what happens next") token, the same position
+    pretraining learns to predict the next behavior from. Loads from a masked-behavior checkpoint:
+    the encoder weights transfer, the head is freshly initialised.
+    """
+
+    def __init__(self, config: SeqBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.seqbert = SeqBertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, ...] | SequenceClassifierOutput:
+        return_dict = return_dict if return_dict is not None else True
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        outputs = self.seqbert(
+            input_ids, behavior_ids, time_ids, attention_mask, output_hidden_states=output_hidden_states
+        )
+        hidden_states = outputs.last_hidden_state
+        pooled = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
+        logits = self.classifier(self.dropout(pooled))
+
+        loss = None
+        if labels is not None:
+            loss = self._classification_loss(logits, labels)
+        if not return_dict:
+            output = (logits,) + ((outputs.hidden_states,) if output_hidden_states else ())
+            return ((loss,) + output) if loss is not None else output
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+
+    def _classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss following ``config.problem_type``, inferred from labels as in transformers when unset."""
+        if self.config.problem_type is None:
+            if self.num_labels == 1:
+                self.config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                self.config.problem_type = "single_label_classification"
+            else:
+                self.config.problem_type = "multi_label_classification"
+        if self.config.problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        if self.config.problem_type == "single_label_classification":
+            return F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+__all__ = [
+    "MaskedBehaviorModelingOutput",
+    "SeqBertForMaskedBehaviorModeling",
+    "SeqBertForSequenceClassification",
+    "SeqBertModel",
+    "SeqBertPreTrainedModel",
+]
