@@ -177,7 +177,7 @@ class SeqBertPreTrainedModel(PreTrainedModel):
         ``trust_remote_code=True`` (e.g. a classifier initialised from a pretrained folder).
         """
         if getattr(self, "_auto_class", None) is not None:
-            self.config.auto_map = {**(self.config.auto_map or {}), **_AUTO_MAP}
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
