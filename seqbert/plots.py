@@ -101,7 +101,8 @@ def plot_metric_bars(
     """
     kept = [r for r in rows if _finite(r.get(metric))]
     if not kept:
-        raise ValueError(f"No row has a finite value for {metric!r}; keys seen: {sorted({k for r in rows for k in r})}.")
+        seen = sorted({str(key) for row in rows for key in row})
+        raise ValueError(f"No row has a finite value for {metric!r}; keys seen: {seen}.")
     labels = [str(r.get(label_key, "?")) for r in kept]
     repeated = {label for label, n in Counter(labels).items() if n > 1}
     labels = [
@@ -178,7 +179,7 @@ def plot_reliability(
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
     top.plot(mean_prob, positive_rate, marker="o", color=_COLOR, linewidth=1.5, label=f"model (ECE = {ece:.4f})")
     top.set_xlim(0.0, 1.0)
-    top.set_ylim(0.0, 1.0)
+    top.set_ylim(-0.03, 1.03)  # room for markers at 0 and 1
     top.set_ylabel("observed positive rate")
     top.legend(loc="upper left")
     top.grid(True, alpha=0.3)

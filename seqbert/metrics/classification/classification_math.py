@@ -200,7 +200,7 @@ def expected_calibration_error(labels: ArrayLike, probs: ArrayLike, n_bins: int 
 
     Example:
         >>> round(expected_calibration_error([0, 1, 1, 1], [0.05, 0.15, 0.85, 0.95], n_bins=2), 4)
-        0.15
+        0.25
     """
     labels = _binary_labels(labels)
     probs = _probabilities(probs, labels.size)

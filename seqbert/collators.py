@@ -1,0 +1,125 @@
+"""Batch collators: Cloze masking for pretraining, padding for evaluation and fine-tuning.
+
+Features are tokenized, unpadded rows (``input_ids``, ``behavior_ids``, ``time_ids`` and,
+optionally, ``attention_mask``) as written by ``BehaviorTokenizer``. Padding is on the left, with 0
+in every stream, so the last position is the most recent event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .tokenization_seqbert import BEHAVIOR_MASK, TIME_MASK
+
+ID_STREAMS = ("input_ids", "behavior_ids", "time_ids")
+
+
+def pad_left(rows: Sequence[Sequence[int]], length: int) -> torch.Tensor:
+    """Left-pad integer rows with 0 into a `(len(rows), length)` LongTensor."""
+    batch = torch.zeros(len(rows), length, dtype=torch.long)
+    for index, row in enumerate(rows):
+        if len(row):
+            batch[index, length - len(row) :] = torch.as_tensor(row, dtype=torch.long)
+    return batch
+
+
+def pad_streams(features: Sequence[Mapping[str, Sequence[int]]], pad_to_multiple_of: int | None) -> dict[str, torch.Tensor]:
+    """Stack the id streams of ``features`` with left padding and build the attention mask."""
+    longest = max(len(feature["input_ids"]) for feature in features)
+    if pad_to_multiple_of:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    batch = {name: pad_left([feature[name] for feature in features], longest) for name in ID_STREAMS}
+    batch["attention_mask"] = pad_left([[1] * len(feature["input_ids"]) for feature in features], longest)
+    return batch
+
+
+@dataclass
+class DataCollatorForMaskedBehaviorModeling:
+    """Cloze masking over behavior tokens (BERT4Rec), with next-item-style last-position masking.
+
+    Each real item position is selected with probability ``mask_prob`` (at least one per sequence);
+    with probability ``last_item_mask_prob`` a sequence instead gets only its most recent item
+    selected, which is exactly the next-item inference setting. Selected positions become
+    ``[MASK]`` 80 % of the time, a random item 10 %, unchanged 10 % (``replace_ratios``); their
+    event type and time gap are always hidden (mask ids) so labels cannot leak through them.
+    Labels are the original ids at selected positions and -100 elsewhere.
+
+    Args:
+        num_special_tokens: ids below this are special and never selected or sampled.
+        vocab_size: item ids are ``[num_special_tokens, vocab_size)``.
+        mask_token_id: id of ``[MASK]``.
+        generator: optional ``torch.Generator`` for reproducible masks.
+    """
+
+    num_special_tokens: int
+    vocab_size: int
+    mask_token_id: int
+    mask_prob: float = 0.2
+    last_item_mask_prob: float = 0.1
+    replace_ratios: tuple[float, float] = (0.8, 0.1)
+    pad_to_multiple_of: int | None = 8
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mask_prob <= 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1], got {self.mask_prob}.")
+        if not 0.0 <= self.last_item_mask_prob <= 1.0:
+            raise ValueError(f"last_item_mask_prob must be in [0, 1], got {self.last_item_mask_prob}.")
+        if sum(self.replace_ratios) > 1.0:
+            raise ValueError(f"replace_ratios {self.replace_ratios} sum to more than 1.")
+
+    def _uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator)
+
+    def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        batch = pad_streams(features, self.pad_to_multiple_of)
+        input_ids = batch["input_ids"]
+        candidates = input_ids >= self.num_special_tokens  # real, known items only
+        shape = tuple(input_ids.shape)
+
+        selected = (self._uniform(shape) < self.mask_prob) & candidates
+        # At least one selection per sequence that has a candidate: the candidate with the top noise.
+        noise = self._uniform(shape).masked_fill(~candidates, -1.0)
+        forced = torch.zeros_like(selected).scatter_(1, noise.argmax(1, keepdim=True), True) & candidates
+        selected |= forced & ~selected.any(1, keepdim=True)
+        # Next-item mode: only the most recent candidate (rightmost, since padding is on the left).
+        positions = torch.arange(shape[1]).expand(shape)
+        last = torch.zeros_like(selected).scatter_(
+            1, positions.masked_fill(~candidates, -1).argmax(1, keepdim=True), True
+        ) & candidates
+        next_item_rows = self._uniform((shape[0], 1)) < self.last_item_mask_prob
+        selected = torch.where(next_item_rows, last, selected)
+
+        labels = torch.where(selected, input_ids, -100)
+        behavior_labels = torch.where(selected, batch["behavior_ids"], -100)
+        draw = self._uniform(shape)
+        to_mask = selected & (draw < self.replace_ratios[0])
+        to_random = selected & (draw >= self.replace_ratios[0]) & (draw < sum(self.replace_ratios))
+        random_items = torch.randint(self.num_special_tokens, self.vocab_size, shape, generator=self.generator)
+        batch["input_ids"] = torch.where(to_mask, self.mask_token_id, torch.where(to_random, random_items, input_ids))
+        batch["behavior_ids"] = batch["behavior_ids"].masked_fill(selected, BEHAVIOR_MASK)
+        batch["time_ids"] = batch["time_ids"].masked_fill(selected, TIME_MASK)
+        batch["labels"] = labels
+        batch["behavior_labels"] = behavior_labels
+        return batch
+
+
+@dataclass
+class DataCollatorWithLeftPadding:
+    """Left-pads the id streams and stacks scalar fields (``labels``, ``target_ids``) as tensors."""
+
+    scalar_fields: tuple[str, ...] = ("labels", "target_ids")
+    pad_to_multiple_of: int | None = 8
+
+    def __call__(self, features: Sequence[Mapping[str, Sequence[int] | int]]) -> dict[str, torch.Tensor]:
+        batch = pad_streams(features, self.pad_to_multiple_of)
+        for name in self.scalar_fields:
+            if name in features[0]:
+                batch[name] = torch.as_tensor([feature[name] for feature in features])
+        return batch
+
+
+__all__ = ["DataCollatorForMaskedBehaviorModeling", "DataCollatorWithLeftPadding", "pad_left", "pad_streams"]

@@ -1,0 +1,1 @@
+"""The ``classification`` evaluate module folder: ``classification.py`` (the module) and ``classification_math.py`` (its maths)."""

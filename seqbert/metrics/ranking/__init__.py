@@ -1,0 +1,1 @@
+"""The ``ranking`` evaluate module folder: ``ranking.py`` (the module) and ``ranking_math.py`` (its maths)."""
