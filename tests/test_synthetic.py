@@ -127,7 +127,8 @@ def test_purchase_and_cart_follow_a_view(cols: dict[str, np.ndarray]) -> None:
     sess_key = sess * n_items + item
     first_browse_sess = first_time(browse, sess_key)
     cart = np.flatnonzero(et == "cart")
-    assert all(first_browse_sess.get(k, np.iinfo(np.int64).max) < t for k, t in zip(sess_key[cart].tolist(), ts[cart].tolist()))
+    cart_pairs = zip(sess_key[cart].tolist(), ts[cart].tolist())
+    assert all(first_browse_sess.get(k, np.iinfo(np.int64).max) < t for k, t in cart_pairs)
     # Most purchases follow a cart of the item in the same session; the rest are repeat purchases
     # ("buy again"), which follow an earlier purchase of the same item by the same user.
     carted = set(sess_key[cart].tolist())

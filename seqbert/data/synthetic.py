@@ -39,6 +39,7 @@ repeat purchase follows an earlier purchase, which itself followed a view/click)
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -273,7 +274,9 @@ def _session_categories(
     return out[np.arange(max_s)[None, :] < n_sessions[:, None]]
 
 
-def _browse(cfg: SyntheticConfig, rng: np.random.Generator, cat: _Catalog, sess_cat: np.ndarray, lengths: np.ndarray):
+def _browse(
+    cfg: SyntheticConfig, rng: np.random.Generator, cat: _Catalog, sess_cat: np.ndarray, lengths: np.ndarray
+) -> np.ndarray:
     """Item of every browsing step, flattened in (session, step) order; vectorised over sessions."""
     n_sess = len(lengths)
     order = np.argsort(-lengths, kind="stable")  # longest first: active sessions are a prefix
@@ -290,7 +293,8 @@ def _browse(cfg: SyntheticConfig, rng: np.random.Generator, cat: _Catalog, sess_
         cur = steps[:a, t - 1]
         mode = rng.random(a)
         u = rng.random((a, 2))
-        succ = cat.successors[cur, np.searchsorted(cat.successor_cum, u[:, 0], side="right").clip(max=cfg.num_successors - 1)]
+        which = np.minimum(np.searchsorted(cat.successor_cum, u[:, 0], side="right"), cfg.num_successors - 1)
+        succ = cat.successors[cur, which]
         revisit = steps[np.arange(a), np.minimum((u[:, 1] * t).astype(np.int64), t - 1)]
         explore = cat.draw_global(u[:, 1])
         popular = cat.draw_in_category(u[:, 0], cs[:a])
@@ -338,7 +342,7 @@ def generate_events(config: SyntheticConfig | None = None) -> pa.Table:
     p_cart = np.minimum(cfg.cart_rate * cat.appeal[step_item] * propensity[step_user], 0.9)
     is_cart = rng.random(n_steps) < p_cart
     cart_idx = np.flatnonzero(is_cart)
-    # sqrt(propensity) is normalised over carts (which are propensity-weighted) so that the mean is purchase_given_cart.
+    # sqrt(propensity), normalised over carts (themselves propensity-weighted): mean p_buy ~ purchase_given_cart.
     buy_scale = np.sqrt(propensity[step_user[cart_idx]]) * np.exp(-0.375 * cfg.propensity_sigma**2)
     p_buy = np.minimum(cfg.purchase_given_cart * buy_scale, 0.95)
     buy_idx = cart_idx[rng.random(len(cart_idx)) < p_buy]
@@ -384,8 +388,9 @@ def generate_events(config: SyntheticConfig | None = None) -> pa.Table:
     n_ev = len(ev_sess)
 
     # Within-session gaps (seconds, >= 1) by event type; the first event of a session is at offset 0.
-    median = np.where(ev_type == _PURCHASE, 20.0, np.where((ev_type == _CART) | (ev_type == _FAV), 6.0, cfg.step_gap_seconds))
-    sigma = np.where((ev_type == _CART) | (ev_type == _FAV), 0.6, 1.0)
+    follow_up = (ev_type == _CART) | (ev_type == _FAV)
+    median = np.where(ev_type == _PURCHASE, 20.0, np.where(follow_up, 6.0, cfg.step_gap_seconds))
+    sigma = np.where(follow_up, 0.6, 1.0)
     gaps = np.clip(np.rint(median * np.exp(sigma * rng.standard_normal(n_ev))), 1, 1800).astype(np.int64)
     sess_first_ev = np.searchsorted(ev_sess, np.arange(n_sess))
     gaps[sess_first_ev] = 0
@@ -396,7 +401,8 @@ def generate_events(config: SyntheticConfig | None = None) -> pa.Table:
     # Session starts: lognormal gaps of hours to days, squeezed per user to fit the period.
     duration_s = int(cfg.duration_days * 86400)
     avail = duration_s - 2  # timestamps in [start + 1, start + duration - 1]
-    sess_gap = np.maximum(np.rint(cfg.session_gap_hours * 3600 * rng.lognormal(0.0, 1.1, n_sess)), 1800).astype(np.int64)
+    sess_gap = np.rint(cfg.session_gap_hours * 3600 * rng.lognormal(0.0, 1.1, n_sess))
+    sess_gap = np.maximum(sess_gap, 1800).astype(np.int64)
     sess_gap[user_first] = 0
     dur_sum = np.bincount(sess_user, weights=sess_dur, minlength=n_users).astype(np.int64)
     gap_sum = np.bincount(sess_user, weights=sess_gap, minlength=n_users).astype(np.int64)
@@ -473,18 +479,54 @@ def write_events(table: pa.Table, path: str | Path) -> Path:
 
         options = pacsv.WriteOptions(delimiter="\t" if suffix == ".tsv" else ",")
         if suffix == ".csv.gz":
-            with pa.CompressedOutputStream(str(path), "gzip") as sink:
+            with gzip.open(path, "wb", compresslevel=6) as sink:
                 pacsv.write_csv(table, sink, write_options=options)
         else:
             pacsv.write_csv(table, path, write_options=options)
     else:
-        sink = pa.CompressedOutputStream(str(path), "gzip") if suffix == ".jsonl.gz" else pa.OSFile(str(path), "wb")
-        with sink:
-            for batch in table.to_batches(max_chunksize=65_536):
-                lines = [json.dumps(row, separators=(",", ":")) for row in batch.to_pylist()]
-                sink.write(("\n".join(lines) + "\n").encode("utf-8"))
+        with gzip.open(path, "wb", compresslevel=6) if suffix == ".jsonl.gz" else open(path, "wb") as sink:
+            for batch in table.to_batches(max_chunksize=131_072):
+                lines = _json_lines(batch)
+                if lines:
+                    sink.write(("\n".join(lines) + "\n").encode("utf-8"))
     logger.info("wrote %d events to %s", table.num_rows, path)
     return path
+
+
+def _json_values(array: pa.Array) -> pa.Array:
+    """One JSON literal per value (as an Arrow string array), vectorised for the common column types."""
+    import pyarrow.compute as pc
+
+    t = array.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        encoded = array.dictionary_encode()
+        literals = pa.array([json.dumps(v, ensure_ascii=False) for v in encoded.dictionary.to_pylist()], pa.string())
+        out = literals.take(encoded.indices)
+    elif pa.types.is_integer(t) or pa.types.is_boolean(t):
+        out = pc.cast(array, pa.string())
+    elif pa.types.is_floating(t):
+        finite = pc.is_finite(array)
+        text = pc.cast(array, pa.string())  # shortest round-trip repr
+        integral = pc.match_substring_regex(text, r"^-?[0-9]+$")
+        text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+        out = pc.if_else(finite, text, pa.scalar(None, pa.string()))
+    else:
+        out = pa.array([json.dumps(v, default=str) for v in array.to_pylist()], pa.string())
+    return pc.fill_null(out, "null")
+
+
+def _json_lines(batch: pa.RecordBatch) -> list[str]:
+    """The rows of a record batch as compact JSON objects, one string per row."""
+    import pyarrow.compute as pc
+
+    parts: list[pa.Array | str] = []
+    for i, (field, column) in enumerate(zip(batch.schema, batch.columns)):
+        parts.append(("{" if i == 0 else ",") + json.dumps(field.name) + ":")
+        parts.append(_json_values(column))
+    if not parts:
+        return ["{}"] * batch.num_rows
+    parts.append("}")
+    return pc.binary_join_element_wise(*parts, "").to_pylist()
 
 
 __all__ = ["COLUMNS", "SyntheticConfig", "generate_events", "write_events"]
