@@ -1,1 +1,1 @@
-"""The ``classification`` evaluate module folder: ``classification.py`` (the module) and ``classification_math.py`` (its maths)."""
+"""The ``classification`` evaluate module folder: ``classification.py`` and its maths, ``classification_math.py``."""

@@ -2,7 +2,6 @@
 
 import datasets
 import evaluate
-import numpy as np
 
 from .classification_math import brier, expected_calibration_error, log_loss, pr_auc, roc_auc
 
@@ -67,7 +66,7 @@ Examples:
     ...     references=[0, 1, 1, 0, 1], predictions=[0.1, 0.8, 0.6, 0.4, 0.3], n_bins=5
     ... )
     >>> print({name: round(value, 4) for name, value in results.items()})
-    {'roc_auc': 0.8333, 'pr_auc': 0.9167, 'log_loss': 0.4845, 'brier': 0.1525, 'ece': 0.28}
+    {'roc_auc': 0.8333, 'pr_auc': 0.9167, 'log_loss': 0.5108, 'brier': 0.172, 'ece': 0.36}
 """
 
 
@@ -81,7 +80,7 @@ class Classification(evaluate.Metric):
             features=datasets.Features(
                 {"predictions": datasets.Value("float64"), "references": datasets.Value("int64")}
             ),
-            format="numpy",
+            # No format="numpy": datasets' numpy formatter turns float64 columns into float32.
             reference_urls=[
                 "https://en.wikipedia.org/wiki/Receiver_operating_characteristic",
                 "https://en.wikipedia.org/wiki/Brier_score",
@@ -89,7 +88,7 @@ class Classification(evaluate.Metric):
         )
 
     def _compute(
-        self, predictions: np.ndarray, references: np.ndarray, n_bins: int = 10, eps: float = 1e-15
+        self, predictions: list[float], references: list[int], n_bins: int = 10, eps: float = 1e-15
     ) -> dict[str, float]:
         return {
             "roc_auc": roc_auc(references, predictions),

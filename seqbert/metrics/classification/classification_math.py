@@ -28,7 +28,7 @@ def _binary_labels(labels: ArrayLike) -> np.ndarray:
         raise ValueError(f"labels must be 0/1 (or bool), got dtype {labels.dtype}.")
     bad = np.flatnonzero((labels != 0) & (labels != 1))
     if bad.size:
-        raise ValueError(f"labels must be 0 or 1, got {labels[bad[0]]!r} at position {int(bad[0])}.")
+        raise ValueError(f"labels must be 0 or 1, got {labels[bad[0]].item()!r} at position {int(bad[0])}.")
     return labels.astype(np.float64)
 
 
@@ -41,7 +41,7 @@ def _real(values: ArrayLike, name: str, size: int) -> np.ndarray:
     values = values.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise ValueError(f"{name} must be finite, got {values[bad[0]]!r} at position {int(bad[0])}.")
+        raise ValueError(f"{name} must be finite, got {values[bad[0]].item()!r} at position {int(bad[0])}.")
     return values
 
 
@@ -49,7 +49,7 @@ def _probabilities(probs: ArrayLike, size: int) -> np.ndarray:
     probs = _real(probs, "probs", size)
     bad = np.flatnonzero((probs < 0.0) | (probs > 1.0))
     if bad.size:
-        raise ValueError(f"probs must lie in [0, 1], got {probs[bad[0]]!r} at position {int(bad[0])}.")
+        raise ValueError(f"probs must lie in [0, 1], got {probs[bad[0]].item()!r} at position {int(bad[0])}.")
     return probs
 
 
@@ -207,9 +207,10 @@ def expected_calibration_error(labels: ArrayLike, probs: ArrayLike, n_bins: int 
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive int, got {n_bins!r}.")
     bins = np.minimum((probs * n_bins).astype(np.int64), n_bins - 1)
-    gap = np.abs(np.bincount(bins, weights=labels, minlength=n_bins) - np.bincount(bins, weights=probs, minlength=n_bins))
+    positives = np.bincount(bins, weights=labels, minlength=n_bins)
+    confidence = np.bincount(bins, weights=probs, minlength=n_bins)
     # Each bin's |sum(y) - sum(p)| / n equals (n_b / n) * |mean(y) - mean(p)|.
-    return float(gap.sum() / labels.size)
+    return float(np.abs(positives - confidence).sum() / labels.size)
 
 
 def grouped_auc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> tuple[float, int]:

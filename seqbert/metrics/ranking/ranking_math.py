@@ -151,7 +151,7 @@ def ranking_metrics(
     if ranks.dtype.kind == "f":
         not_integral = np.flatnonzero(~np.isfinite(ranks) | (ranks != np.round(ranks)))
         if not_integral.size:
-            raise ValueError(f"ranks must be whole numbers, got {ranks[not_integral[0]]!r}.")
+            raise ValueError(f"ranks must be whole numbers, got {ranks[not_integral[0]].item()!r}.")
     elif ranks.dtype.kind not in "iu":
         raise ValueError(f"ranks must be integers, got dtype {ranks.dtype}.")
     ranks = ranks.astype(np.int64)
