@@ -22,8 +22,6 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import filter_repo_objects
 
-from . import __version__
-
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +93,8 @@ _RANKING_NOTES = (
 )
 _CLASSIFIER_NOTES = (
     "Classification metrics (for example ROC AUC, log loss and expected calibration error) are computed on the "
-    "held-out split of the protocol below, after the training and validation periods. Baselines go through the "
-    "same evaluator on the same split."
+    "held-out split described in the split protocol above, never seen in training or model selection. Baselines "
+    "go through the same evaluator on the same split."
 )
 
 
@@ -168,6 +166,8 @@ def render_model_card(folder: str | Path, *, kind: str, context: Mapping[str, An
         if not (folder / plot["file"]).is_file():
             logger.warning("Plot %s is referenced by the model card but missing from %s.", plot["file"], folder)
 
+    from . import __version__  # at call time: the package may import this module while initialising
+
     template_vars = {
         "kind": kind,
         "model_name": model_name,
@@ -203,7 +203,7 @@ def render_model_card(folder: str | Path, *, kind: str, context: Mapping[str, An
 def _read_template(kind: str) -> str:
     """The template text: from the installed package, else from the checkout's ``model_cards/``."""
     name = CARD_TEMPLATES[kind]
-    packaged = resources.files("seqbert").joinpath("templates", name)
+    packaged = resources.files("seqbert").joinpath("templates").joinpath(name)  # one part per call: Python 3.10
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     checkout = Path(__file__).resolve().parent.parent / "model_cards" / name
@@ -335,7 +335,11 @@ def _data_tables(stats: Mapping[str, Any] | None) -> dict[str, Any]:
             data_rows.append((_cell(_pretty_key(key)), _cell(value, thousands=True)))
     total = sum(float(v) for v in per_type.values() if _is_number(v))
     per_type_rows = [
-        (_cell(name), _cell(count, thousands=True), f"{100 * float(count) / total:.1f}%" if total and _is_number(count) else "–")
+        (
+            _cell(name),
+            _cell(count, thousands=True),
+            f"{100 * float(count) / total:.1f}%" if total and _is_number(count) else "–",
+        )
         for name, count in per_type.items()
     ]
     return {"data_rows": data_rows, "events_per_type_rows": per_type_rows, "data_tables": data_tables}
