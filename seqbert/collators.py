@@ -71,6 +71,14 @@ class DataCollatorForMaskedBehaviorModeling:
         if sum(self.replace_ratios) > 1.0:
             raise ValueError(f"replace_ratios {self.replace_ratios} sum to more than 1.")
 
+    def state_dict(self) -> dict:
+        """Generator state, so ``accelerator.register_for_checkpointing(collator)`` resumes masks exactly."""
+        return {"generator": self.generator.get_state()} if self.generator is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
     def _uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator)
 

@@ -1,0 +1,117 @@
+"""Non-neural next-item baselines, fitted on the training split and scored by the same evaluator.
+
+Both work on token ids from the same tokenizer, so their catalog is exactly the model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .modeling_seqbert import last_token_index
+
+
+def _flatten(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated ids and offsets of the sequences."""
+    rows = [np.asarray(sequence, dtype=np.int64) for sequence in sequences]
+    offsets = np.concatenate([[0], np.cumsum([len(row) for row in rows])]).astype(np.int64)
+    return (np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)), offsets
+
+
+class PopularityRecommender:
+    """Scores every item by its number of occurrences in the training sequences (a true count)."""
+
+    def __init__(self, train_input_ids: Iterable[Sequence[int]], *, vocab_size: int, num_special_tokens: int):
+        flat, _ = _flatten(train_input_ids)
+        counts = np.bincount(flat[flat >= num_special_tokens], minlength=vocab_size)[num_special_tokens:]
+        self.counts = torch.as_tensor(counts, dtype=torch.float32)
+
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.counts.to(batch["input_ids"].device).expand(batch["input_ids"].shape[0], -1)
+
+
+class MarkovRecommender:
+    """First-order item-to-item transitions (``a`` directly followed by ``b`` in training), with
+    popularity as a small back-off so unseen transitions still rank by popularity.
+
+    Scores for a batch are built from the transition rows of each sequence's last real item
+    (the one before the appended ``[MASK]``), never materialising an items x items matrix.
+    """
+
+    def __init__(
+        self,
+        train_input_ids: Iterable[Sequence[int]],
+        *,
+        vocab_size: int,
+        num_special_tokens: int,
+        backoff: float = 1e-3,
+    ):
+        sequences = list(train_input_ids)
+        flat, offsets = _flatten(sequences)
+        self.num_special_tokens = num_special_tokens
+        num_items = vocab_size - num_special_tokens
+        same_row = np.ones(len(flat), dtype=bool)
+        same_row[offsets[1:-1]] = False  # no transition across sequence boundaries
+        source, target = flat[:-1], flat[1:]
+        valid = same_row[1:] & (source >= num_special_tokens) & (target >= num_special_tokens)
+        pairs = (source[valid] - num_special_tokens) * num_items + (target[valid] - num_special_tokens)
+        keys, counts = np.unique(pairs, return_counts=True)
+        self.sources, self.targets = keys // num_items, keys % num_items
+        self.counts = counts.astype(np.float32)
+        self.row_starts = np.searchsorted(self.sources, np.arange(num_items + 1))
+        popularity = PopularityRecommender(sequences, vocab_size=vocab_size, num_special_tokens=num_special_tokens)
+        self.backoff_scores = backoff * popularity.counts / max(float(popularity.counts.max()), 1.0)
+
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        batch_size = input_ids.shape[0]
+        # The event before the appended mask is at last_token_index - 1.
+        previous = input_ids[torch.arange(batch_size), (last_token_index(attention_mask) - 1).clamp(min=0)]
+        items = (previous - self.num_special_tokens).cpu().numpy()
+        scores = self.backoff_scores.expand(batch_size, -1).clone()
+        known = items >= 0
+        starts = np.where(known, self.row_starts[items.clip(min=0)], 0)
+        ends = np.where(known, self.row_starts[items.clip(min=0) + 1], 0)
+        lengths = ends - starts
+        rows = np.repeat(np.arange(batch_size), lengths)
+        flat = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]) if lengths.sum() else np.zeros(0, int)
+        scores[torch.as_tensor(rows), torch.as_tensor(self.targets[flat])] += torch.as_tensor(self.counts[flat])
+        return scores.to(input_ids.device)
+
+
+
+
+
+class LogisticRegressionBaseline:
+    """Standardised features → logistic regression (L2, full-batch L-BFGS): the tabular baseline."""
+
+    def __init__(self, l2: float = 1e-3, max_iter: int = 200):
+        self.l2, self.max_iter = l2, max_iter
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> LogisticRegressionBaseline:
+        x = torch.as_tensor(features, dtype=torch.float64)
+        y = torch.as_tensor(labels, dtype=torch.float64)
+        self.mean, self.std = x.mean(0), x.std(0).clamp(min=1e-6)
+        x = (x - self.mean) / self.std
+        self.weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        prior = y.mean().clamp(1e-6, 1 - 1e-6)
+        self.bias = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([self.weight, self.bias], max_iter=self.max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ self.weight + self.bias, y)
+            loss = loss + self.l2 * self.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return self
+
+    @torch.no_grad()
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
+        return torch.sigmoid(x @ self.weight + self.bias).numpy()
+__all__ = ["LogisticRegressionBaseline", "MarkovRecommender", "PopularityRecommender"]

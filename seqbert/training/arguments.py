@@ -1,0 +1,96 @@
+"""Script options as dataclasses (parsed by ``HfArgumentParser``: every field's help is its ``--help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainingArguments:
+    """Options shared by pretraining and fine-tuning."""
+
+    data_dir: str = field(metadata={"help": "Prepared-data folder written by `seqbert prepare`."})
+    output_dir: str = field(metadata={"help": "Where the Hub-shaped model folder, logs and checkpoints go."})
+    per_device_batch_size: int = field(default=128, metadata={"help": "Sequences per process per micro-batch."})
+    eval_batch_size: int = field(default=256, metadata={"help": "Sequences per process per evaluation batch."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/norms)."})
+    num_epochs: int = field(default=50, metadata={"help": "Maximum passes over the training split."})
+    max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps."})
+    time_budget_minutes: float | None = field(
+        default=None, metadata={"help": "Stop training after this much wall time (evaluation included)."}
+    )
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps with linear warm-up."})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name after warm-up."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "no | fp16 | bf16. Default: whatever `accelerate launch` configured."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and masking."})
+    eval_every_epochs: int = field(default=1, metadata={"help": "Validate every N epochs (and at the end)."})
+    early_stopping_patience: int | None = field(
+        default=10, metadata={"help": "Stop after N validations without improvement (None: never)."}
+    )
+    checkpointing_steps: int | None = field(
+        default=None, metadata={"help": "Save a resumable checkpoint (`accelerator.save_state`) every N steps."}
+    )
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
+    resume_from: str | None = field(
+        default=None, metadata={"help": "Checkpoint folder to resume from, or `latest` for the newest in output_dir."}
+    )
+    report_to: str = field(
+        default="jsonl", metadata={"help": "Trackers: jsonl (logs/metrics.jsonl), tensorboard, or all."}
+    )
+    logging_steps: int = field(default=20, metadata={"help": "Log the training loss every N optimizer steps."})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    max_length: int = field(default=100, metadata={"help": "Longest input: most recent events + appended mask."})
+
+
+@dataclass
+class ModelArguments:
+    """Architecture of a model trained from scratch (ignored when initialising from a folder)."""
+
+    hidden_size: int = field(default=64, metadata={"help": "Embedding and hidden width."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Transformer layers."})
+    num_attention_heads: int = field(default=2, metadata={"help": "Attention heads per layer."})
+    intermediate_size: int = field(default=256, metadata={"help": "Feed-forward width."})
+    hidden_dropout_prob: float = field(default=0.2, metadata={"help": "Dropout on embeddings and residuals."})
+    attention_probs_dropout_prob: float = field(default=0.2, metadata={"help": "Dropout on attention weights."})
+
+
+@dataclass
+class PretrainArguments:
+    """Masked-behavior modeling options."""
+
+    mask_prob: float = field(default=0.2, metadata={"help": "Probability of masking each item (Cloze)."})
+    last_item_mask_prob: float = field(
+        default=0.1, metadata={"help": "Probability a sequence masks only its last item (next-item mode)."}
+    )
+    behavior_loss_weight: float = field(default=0.1, metadata={"help": "Weight of the event-type loss."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the item loss."})
+    init_from: str | None = field(default=None, metadata={"help": "Continue from a saved model folder."})
+    exclude_history: bool = field(
+        default=False, metadata={"help": "Also report metrics with history items removed (labelled variant)."}
+    )
+
+
+@dataclass
+class FinetuneArguments:
+    """Purchase-prediction fine-tuning options."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pretrained SeqBERT folder; omit to train from scratch."}
+    )
+    task: str = field(default="user-purchase", metadata={"help": "Prediction task: user-purchase."})
+    horizon_days: float | None = field(
+        default=None,
+        metadata={"help": "Label window after each cutoff; default: test_start - validation_start."},
+    )
+    freeze_encoder: bool = field(default=False, metadata={"help": "Train only the classification head."})
+    class_weighting: bool = field(
+        default=True, metadata={"help": "Weight the loss by inverse class frequency (imbalanced labels)."}
+    )
+
+
+__all__ = ["FinetuneArguments", "ModelArguments", "PretrainArguments", "TrainingArguments"]

@@ -1,0 +1,257 @@
+"""The Accelerate training loop shared by pretraining and fine-tuning.
+
+Skeleton of transformers' ``run_mlm_no_trainer``: Accelerator → seed → prepare → accumulate →
+periodic ``save_state`` → ``gather_for_metrics`` evaluation → best weights → ``save_pretrained``.
+Added: a wall-time budget, early stopping on a validation metric, and exact resume (the step
+counter and best score are registered for checkpointing; the seedable sampler replays epochs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.tracking import GeneralTracker, on_main_process
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .arguments import TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+BEST_WEIGHTS_DIR = "best_weights"  # outside checkpoints/, whose rotation expects only checkpoint_N
+
+
+class JsonLinesTracker(GeneralTracker):
+    """Accelerate tracker writing one JSON object per ``log`` call to ``logs/metrics.jsonl``."""
+
+    name = "jsonl"
+    requires_logging_directory = True
+
+    @on_main_process
+    def __init__(self, run_name: str, logging_dir: str | Path):
+        super().__init__()
+        self.path = Path(logging_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def tracker(self) -> Path:
+        return self.path
+
+    @on_main_process
+    def store_init_configuration(self, values: dict) -> None:
+        (self.path.parent / "config.json").write_text(json.dumps(values, indent=2, default=str))
+
+    @on_main_process
+    def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **values}, default=float) + "\n")
+
+
+def read_log(output_dir: str | Path) -> list[dict]:
+    """Records written by :class:`JsonLinesTracker` (empty if none)."""
+    path = Path(output_dir) / "logs" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@dataclass
+class TrainingState:
+    """Everything besides model/optimizer/scheduler/RNG that a resume needs (checkpointed)."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_done_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int = 0
+    evaluations_without_improvement: int = 0
+    elapsed_seconds: float = 0.0
+    evaluations: list[dict] = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def make_accelerator(args: TrainingArguments) -> Accelerator:
+    """Accelerator with checkpoint naming, seeded sampler and the requested trackers."""
+    trackers: list = []
+    if args.report_to in ("jsonl", "all"):
+        trackers.append(JsonLinesTracker("seqbert", Path(args.output_dir) / "logs"))
+    if args.report_to in ("tensorboard", "all"):
+        trackers.append("tensorboard")
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=trackers or None,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir,
+            logging_dir=str(Path(args.output_dir) / "logs"),
+            automatic_checkpoint_naming=True,
+            total_limit=args.checkpoints_total_limit,
+        ),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    return accelerator
+
+
+def make_optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases, norms and embeddings' padding-free vectors."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=True)
+
+
+def resolve_checkpoint(args: TrainingArguments) -> Path | None:
+    """The checkpoint folder named by ``--resume_from`` (``latest`` = newest under output_dir)."""
+    if not args.resume_from:
+        return None
+    if args.resume_from != "latest":
+        return Path(args.resume_from)
+    folders = sorted(
+        (Path(args.output_dir) / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[-1])
+    )
+    if not folders:
+        raise FileNotFoundError(f"--resume_from latest: no checkpoint under {args.output_dir}/checkpoints.")
+    return folders[-1]
+
+
+def train(
+    *,
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    train_loader: torch.utils.data.DataLoader,
+    args: TrainingArguments,
+    evaluate: Callable[[torch.nn.Module], dict[str, float]],
+    metric_name: str,
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]],
+) -> TrainingState:
+    """Train ``model`` (not yet prepared) and leave the best validation weights loaded in it.
+
+    ``evaluate(model)`` returns validation metrics (already gathered across processes);
+    ``metric_name`` (higher is better) selects the best weights and drives early stopping;
+    ``loss_fn(model, batch)`` returns the loss and scalars to log.
+    """
+    optimizer = make_optimizer(model, args)
+    updates_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
+    total_steps = args.max_steps or args.num_epochs * updates_per_epoch
+    # Accelerate steps a prepared scheduler once per process, hence the scaling (as in run_mlm_no_trainer).
+    scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes,
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    best_path = Path(args.output_dir) / BEST_WEIGHTS_DIR / "model.safetensors"
+    checkpoint = resolve_checkpoint(args)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, state.global_step, state.epoch)
+    accelerator.init_trackers("seqbert", config={k: v for k, v in vars(args).items() if v is not None})
+
+    progress = tqdm(
+        total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="train"
+    )
+    started = time.monotonic() - state.elapsed_seconds
+    running_loss, running_count = 0.0, 0
+    stop = state.global_step >= total_steps
+
+    def should_stop() -> bool:
+        budget_hit = args.time_budget_minutes is not None and time.monotonic() - started > args.time_budget_minutes * 60
+        flag = torch.tensor(float(budget_hit or state.global_step >= total_steps), device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def run_evaluation() -> bool:
+        """Validate, keep the best weights; True when early stopping says stop."""
+        model.eval()
+        metrics = evaluate(model)
+        model.train()
+        score = metrics[metric_name]
+        state.elapsed_seconds = time.monotonic() - started
+        record = {"epoch": state.epoch, "wall_seconds": round(state.elapsed_seconds, 2), **{f"val_{k}": v for k, v in metrics.items()}}
+        state.evaluations.append({"step": state.global_step, **record})
+        accelerator.log(record, step=state.global_step)
+        if state.best_metric is None or score > state.best_metric:
+            state.best_metric, state.best_step = score, state.global_step
+            state.evaluations_without_improvement = 0
+            if accelerator.is_main_process:
+                best_path.parent.mkdir(parents=True, exist_ok=True)
+                save_model(accelerator.unwrap_model(model), str(best_path))
+        else:
+            state.evaluations_without_improvement += 1
+        logger.info("step %d validation %s=%.4f (best %.4f at step %d)", state.global_step, metric_name, score, state.best_metric, state.best_step)
+        patience = args.early_stopping_patience
+        return patience is not None and state.evaluations_without_improvement >= patience
+
+    model.train()
+    while not stop and state.epoch < args.num_epochs:
+        train_loader.set_epoch(state.epoch)
+        batches = train_loader
+        if state.batches_done_in_epoch:
+            batches = accelerator.skip_first_batches(train_loader, state.batches_done_in_epoch)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss, scalars = loss_fn(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state.batches_done_in_epoch += 1
+            running_loss += loss.detach().float().item()
+            running_count += 1
+            if not accelerator.sync_gradients:
+                continue
+            state.global_step += 1
+            progress.update(1)
+            if state.global_step % args.logging_steps == 0:
+                accelerator.log(
+                    {"train_loss": running_loss / running_count, "lr": scheduler.get_last_lr()[0], **scalars},
+                    step=state.global_step,
+                )
+                progress.set_postfix(loss=f"{running_loss / running_count:.4f}")
+                running_loss, running_count = 0.0, 0
+            if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
+                state.elapsed_seconds = time.monotonic() - started
+                accelerator.save_state()
+            if should_stop():
+                stop = True
+                break
+        if not stop:
+            state.epoch += 1
+            state.batches_done_in_epoch = 0
+        if stop or state.epoch % args.eval_every_epochs == 0:
+            if run_evaluation():
+                break
+    progress.close()
+    if not state.evaluations or state.evaluations[-1]["step"] != state.global_step:
+        run_evaluation()
+    state.elapsed_seconds = time.monotonic() - started
+    accelerator.wait_for_everyone()
+    load_model(accelerator.unwrap_model(model), str(best_path))
+    return state
+
+
+__all__ = ["JsonLinesTracker", "TrainingState", "make_accelerator", "make_optimizer", "read_log", "resolve_checkpoint", "train"]

@@ -1,0 +1,152 @@
+"""Masked-behavior pretraining. Run under ``accelerate launch -m seqbert.training.pretrain`` (or
+``scripts/pretrain.py``); works unchanged on CPU, one GPU or several processes.
+
+Writes a Hub-shaped folder: config.json, model.safetensors, the model/tokenizer code, tokenizer
+files, results.json (validation + test metrics of the model and of the baselines, all through the
+same full-ranking evaluator), logs/metrics.jsonl, training_curves.png and README.md (model card).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import HfArgumentParser
+
+from ..baselines import MarkovRecommender, PopularityRecommender
+from ..collators import DataCollatorForMaskedBehaviorModeling, DataCollatorWithLeftPadding
+from ..configuration_seqbert import SeqBertConfig
+from ..evaluation import evaluate_scorer, model_scorer
+from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
+from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining
+from .arguments import ModelArguments, PretrainArguments, TrainingArguments
+from .loop import make_accelerator, train
+from .outputs import write_model_folder
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainingArguments, ModelArguments, PretrainArguments]:
+    parser = HfArgumentParser(
+        (TrainingArguments, ModelArguments, PretrainArguments),
+        description="Pretrain SeqBERT with masked-behavior modeling (BERT4Rec Cloze) on prepared data.",
+    )
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArguments, max_length: int):
+    if pre_args.init_from:
+        return SeqBertForMaskedBehaviorModeling.from_pretrained(pre_args.init_from)
+    config = SeqBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        num_special_tokens=tokenizer.num_special_tokens,
+        num_behaviors=tokenizer.num_behaviors,
+        num_time_buckets=tokenizer.num_time_buckets,
+        max_position_embeddings=max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        behavior_loss_weight=pre_args.behavior_loss_weight,
+        label_smoothing=pre_args.label_smoothing,
+        **vars(model_args),
+    )
+    return SeqBertForMaskedBehaviorModeling(config)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, model_args, pre_args = parse_args(argv)
+    accelerator = make_accelerator(args)
+    logger.info("processes=%d device=%s mixed_precision=%s", accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
+    data = PreparedData.load(args.data_dir)
+    tokenizer = data.tokenizer
+    with accelerator.main_process_first():
+        train_rows = encode_for_pretraining(data.splits["train"], tokenizer, args.max_length)
+        eval_rows = {name: encode_for_next_item(data.splits[name], tokenizer, args.max_length) for name in ("validation", "test")}
+        longest = max(len(row) for row in data.splits["train"]["item_ids"]) + 1
+        full_train_ids = encode_for_pretraining(data.splits["train"], tokenizer, longest)["input_ids"]
+
+    model = build_model(tokenizer, model_args, pre_args, args.max_length)
+    generator = torch.Generator().manual_seed(args.seed + accelerator.process_index)
+    collator = DataCollatorForMaskedBehaviorModeling(
+        num_special_tokens=tokenizer.num_special_tokens,
+        vocab_size=tokenizer.vocab_size,
+        mask_token_id=tokenizer.mask_token_id,
+        mask_prob=pre_args.mask_prob,
+        last_item_mask_prob=pre_args.last_item_mask_prob,
+        generator=generator,
+    )
+    accelerator.register_for_checkpointing(collator)
+    train_loader = DataLoader(
+        train_rows, batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator, num_workers=args.num_workers
+    )
+    eval_loaders = {
+        name: accelerator.prepare(DataLoader(rows, batch_size=args.eval_batch_size, collate_fn=DataCollatorWithLeftPadding()))
+        for name, rows in eval_rows.items()
+    }
+
+    def evaluate_on(split: str, scorer, exclude_history: bool = False) -> dict[str, float]:
+        with accelerator.autocast():
+            return evaluate_scorer(
+                scorer,
+                eval_loaders[split],
+                num_special_tokens=tokenizer.num_special_tokens,
+                exclude_history=exclude_history,
+                gather=accelerator.gather_for_metrics,
+            )
+
+    def loss_fn(model, batch):
+        outputs = model(**batch)
+        scalars = {"item_loss": outputs.item_loss.detach().float().item()}
+        if outputs.behavior_loss is not None:
+            scalars["behavior_loss"] = outputs.behavior_loss.detach().float().item()
+        return outputs.loss, scalars
+
+    state = train(
+        accelerator=accelerator,
+        model=model,
+        train_loader=train_loader,
+        args=args,
+        evaluate=lambda m: evaluate_on("validation", model_scorer(accelerator.unwrap_model(m))),
+        metric_name="ndcg@10",
+        loss_fn=loss_fn,
+    )
+    model = accelerator.unwrap_model(model).eval()
+    baseline_kwargs = {"vocab_size": tokenizer.vocab_size, "num_special_tokens": tokenizer.num_special_tokens}
+    scorers = {
+        "seqbert": model_scorer(model),
+        "popularity": PopularityRecommender(full_train_ids, **baseline_kwargs),
+        "markov": MarkovRecommender(full_train_ids, **baseline_kwargs),
+    }
+    results = {split: {name: evaluate_on(split, scorer) for name, scorer in scorers.items()} for split in ("validation", "test")}
+    if pre_args.exclude_history:
+        results["test_history_removed"] = {name: evaluate_on("test", s, exclude_history=True) for name, s in scorers.items()}
+    summary = {
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "global_step": state.global_step,
+        "epochs_completed": state.epoch,
+        "best_step": state.best_step,
+        "wall_seconds": round(state.elapsed_seconds, 2),
+        "train_sequences": train_rows.num_rows,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "ranking": "full catalog, pessimistic ties, history items not removed",
+        "metrics": results,
+    }
+    if accelerator.is_main_process:
+        write_model_folder(
+            accelerator, model, tokenizer, args=args, data=data, summary=summary, kind="pretrained",
+            extra_args={**vars(model_args), **vars(pre_args)},
+        )
+        logger.info("test metrics: %s", json.dumps(results["test"]))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
