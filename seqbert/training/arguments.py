@@ -21,7 +21,11 @@ class TrainingArguments:
         default=None, metadata={"help": "Stop training after this much wall time (evaluation included)."}
     )
     warmup_ratio: float = field(default=0.05, metadata={"help": "Fraction of steps with linear warm-up."})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name after warm-up."})
+    lr_scheduler: str = field(
+        default="cosine",
+        metadata={"help": "Decay after warm-up: cosine | linear | constant. Under --time_budget_minutes the schedule "
+                  "follows wall time when that ends training before the step count does."},
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     mixed_precision: str | None = field(
@@ -45,6 +49,13 @@ class TrainingArguments:
     logging_steps: int = field(default=20, metadata={"help": "Log the training loss every N optimizer steps."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     max_length: int = field(default=100, metadata={"help": "Longest input: most recent events + appended mask."})
+    expected_num_processes: int | None = field(
+        default=None,
+        metadata={
+            "help": "Fail unless the launcher started exactly this many processes (e.g. `accelerate launch --cpu "
+            "--num_processes 2` can silently start one; `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2` starts two)."
+        },
+    )
 
 
 @dataclass

@@ -23,7 +23,6 @@ from accelerate.tracking import GeneralTracker, on_main_process
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from .arguments import TrainingArguments
 
@@ -105,6 +104,11 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.expected_num_processes is not None and accelerator.num_processes != args.expected_num_processes:
+        raise RuntimeError(
+            f"Started with {accelerator.num_processes} process(es), expected {args.expected_num_processes}. "
+            "On CPU use `ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m seqbert.training.pretrain …`."
+        )
     set_seed(args.seed)
     return accelerator
 
@@ -118,6 +122,26 @@ def make_optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.opt
         (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=True)
+
+
+def learning_rate_factor(progress: float, warmup_ratio: float, schedule: str) -> float:
+    """Multiplier of the peak learning rate at a training progress in [0, 1].
+
+    Linear warm-up over ``warmup_ratio``, then ``cosine`` / ``linear`` decay to zero or ``constant``.
+    Progress is measured by steps or, under a time budget, by wall time (whichever is further), so a
+    run budgeted by time still warms up and anneals within its budget.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup_ratio > 0 and progress < warmup_ratio:
+        return max(progress / warmup_ratio, 1e-3)
+    remaining = (progress - warmup_ratio) / max(1.0 - warmup_ratio, 1e-9)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * remaining))
+    if schedule == "linear":
+        return 1.0 - remaining
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"Unknown lr_scheduler {schedule!r}; use cosine, linear or constant.")
 
 
 def resolve_checkpoint(args: TrainingArguments) -> Path | None:
@@ -153,15 +177,21 @@ def train(
     optimizer = make_optimizer(model, args)
     updates_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
     total_steps = args.max_steps or args.num_epochs * updates_per_epoch
-    # Accelerate steps a prepared scheduler once per process, hence the scaling (as in run_mlm_no_trainer).
-    scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer,
-        num_warmup_steps=int(args.warmup_ratio * total_steps) * accelerator.num_processes,
-        num_training_steps=total_steps * accelerator.num_processes,
+    state = TrainingState()
+    clock = {"started": time.monotonic()}
+    budget_seconds = args.time_budget_minutes * 60 if args.time_budget_minutes else None
+
+    def progress_fraction() -> float:
+        """Share of training done: by steps, or by wall time when a budget would end training first."""
+        by_steps = state.global_step / max(total_steps, 1)
+        if budget_seconds is None:
+            return by_steps
+        return max(by_steps, (time.monotonic() - clock["started"]) / budget_seconds)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda _: learning_rate_factor(progress_fraction(), args.warmup_ratio, args.lr_scheduler)
     )
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    state = TrainingState()
     accelerator.register_for_checkpointing(state)
     best_path = Path(args.output_dir) / BEST_WEIGHTS_DIR / "model.safetensors"
     checkpoint = resolve_checkpoint(args)
@@ -174,6 +204,7 @@ def train(
         total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="train"
     )
     started = time.monotonic() - state.elapsed_seconds
+    clock["started"] = started
     running_loss, running_count = 0.0, 0
     stop = state.global_step >= total_steps
 
