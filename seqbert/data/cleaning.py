@@ -1,0 +1,474 @@
+"""Clean canonical events and account for every dropped row.
+
+:func:`clean_events` applies, in this order (:data:`DROP_REASONS`):
+
+``missing_field``
+    ``user_id``, ``item_id``, ``event_type`` or ``timestamp`` is null (and the row is not flagged by
+    one of the reader's drop markers, see below).
+``bad_timestamp``
+    flagged by :func:`~seqbert.data.readers.read_events` with ``bad_timestamps="drop"``
+    (marker column ``_bad_timestamp``).
+``unknown_event_type``
+    flagged with ``unknown_events="drop"`` (marker column ``_unknown_event``).
+``duplicate``
+    exact duplicate of an earlier row in (user_id, item_id, event_type, timestamp); the first
+    occurrence (smallest ``row_index``) is kept.
+``bot_user``
+    all events of users with more than ``max_events_per_user`` events (counted after the steps above).
+``rare_item``
+    events of items seen in fewer than ``min_item_support`` events (counted once, after the steps
+    above; no k-core iteration).
+``short_user``
+    events of users left with fewer than ``min_user_events`` events.
+
+The result keeps the canonical columns and ``row_index`` in the input order, and a
+:class:`DropReport` in which ``input_rows == kept_rows + sum(dropped.values())`` always holds
+(checked before returning). All steps are vectorised (numpy / pyarrow), no per-row Python.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets.fingerprint import Hasher, generate_random_fingerprint
+
+from .errors import EventDataError
+from .readers import BAD_TIMESTAMP_MARKER, MARKER_COLUMNS, ROW_INDEX, UNKNOWN_EVENT_MARKER
+from .schema import ARROW_TYPES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+DROP_REASONS: tuple[str, ...] = (
+    "missing_field",
+    "bad_timestamp",
+    "unknown_event_type",
+    "duplicate",
+    "bot_user",
+    "rare_item",
+    "short_user",
+)
+"""The reasons :func:`clean_events` records, in the order it applies them."""
+
+
+@dataclass
+class DropReport:
+    """How many rows came in, how many were kept, and how many were dropped for which reason.
+
+    ``dropped`` keeps the order in which reasons were applied. Later pipeline steps may
+    :meth:`add` their own reasons to the same report.
+    """
+
+    input_rows: int
+    kept_rows: int
+    dropped: dict[str, int] = field(default_factory=dict)
+    source: str | None = None
+
+    @classmethod
+    def start(cls, input_rows: int, source: str | None = None) -> DropReport:
+        """A report for ``input_rows`` rows with nothing dropped yet."""
+        return cls(input_rows=int(input_rows), kept_rows=int(input_rows), dropped={}, source=source)
+
+    def add(self, reason: str, rows: int) -> None:
+        """Record ``rows`` more rows dropped for ``reason``; lowers ``kept_rows`` by as many."""
+        rows = int(rows)
+        if rows < 0:
+            raise ValueError(f"cannot drop a negative number of rows ({rows}) for {reason!r}")
+        if rows > self.kept_rows:
+            raise ValueError(f"cannot drop {rows} rows for {reason!r}: only {self.kept_rows} rows are kept")
+        self.dropped[reason] = self.dropped.get(reason, 0) + rows
+        self.kept_rows -= rows
+
+    @property
+    def dropped_rows(self) -> int:
+        return sum(self.dropped.values())
+
+    def check(self) -> None:
+        """Raise ``ValueError`` unless ``input_rows == kept_rows + sum(dropped)`` and no count is negative."""
+        negative = {k: v for k, v in self.dropped.items() if v < 0}
+        if negative or self.kept_rows < 0 or self.input_rows < 0:
+            raise ValueError(
+                f"drop report has negative counts: input={self.input_rows}, kept={self.kept_rows}, {negative}"
+            )
+        if self.input_rows != self.kept_rows + self.dropped_rows:
+            raise ValueError(
+                f"drop report does not add up: input {self.input_rows} != kept {self.kept_rows} + "
+                f"dropped {self.dropped_rows} ({self.dropped})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "input_rows": self.input_rows,
+            "kept_rows": self.kept_rows,
+            "dropped": dict(self.dropped),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DropReport:
+        report = cls(
+            input_rows=int(data["input_rows"]),
+            kept_rows=int(data["kept_rows"]),
+            dropped={str(k): int(v) for k, v in data.get("dropped", {}).items()},
+            source=data.get("source"),
+        )
+        report.check()
+        return report
+
+    def save_json(self, path: str | PathLike[str]) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load_json(cls, path: str | PathLike[str]) -> DropReport:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def format_table(self) -> str:
+        """An aligned text table: one line per reason, the dropped total, kept and input rows."""
+
+        def pct(rows: int) -> str:
+            return f"{100.0 * rows / self.input_rows:.2f}%" if self.input_rows else "-"
+
+        lines = [("reason", "rows", "share")]
+        lines += [(reason, f"{rows:,}", pct(rows)) for reason, rows in self.dropped.items()]
+        footer = [
+            ("dropped (total)", f"{self.dropped_rows:,}", pct(self.dropped_rows)),
+            ("kept", f"{self.kept_rows:,}", pct(self.kept_rows)),
+            ("input", f"{self.input_rows:,}", pct(self.input_rows)),
+        ]
+        w0 = max(len(r[0]) for r in lines + footer)
+        w1 = max(len(r[1]) for r in lines + footer)
+        w2 = max(len(r[2]) for r in lines + footer)
+
+        def fmt(row: tuple[str, str, str]) -> str:
+            return f"{row[0]:<{w0}}  {row[1]:>{w1}}  {row[2]:>{w2}}"
+
+        rule = "-" * (w0 + w1 + w2 + 4)
+        out = []
+        if self.source:
+            out.append(f"Drop report for {self.source}")
+        out += [fmt(lines[0]), rule, *(fmt(r) for r in lines[1:]), rule, *(fmt(r) for r in footer)]
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.format_table()
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _as_table(events: datasets.Dataset | pa.Table) -> pa.Table:
+    if isinstance(events, pa.Table):
+        return events
+    if isinstance(events, datasets.Dataset):
+        return events.with_format("arrow")[:]  # honours any indices mapping; zero-copy otherwise
+    raise TypeError(f"clean_events expects a datasets.Dataset, got {type(events).__name__}")
+
+
+def _combine(col: pa.ChunkedArray) -> pa.Array:
+    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+
+
+def _null_np(col: pa.ChunkedArray) -> np.ndarray:
+    if col.null_count == 0:
+        return np.zeros(len(col), dtype=bool)
+    return _combine(pc.is_null(col)).to_numpy(zero_copy_only=False)
+
+
+def _bool_np(col: pa.ChunkedArray) -> np.ndarray:
+    return _combine(pc.fill_null(col, False)).to_numpy(zero_copy_only=False)
+
+
+# A canonical decimal string of length L (no sign, no leading zero) spells a value in [_LOW[L], _HIGH[L]].
+_LOW = np.array([1, 0] + [10 ** (k - 1) for k in range(2, 20)] + [1], dtype=np.int64)
+_HIGH = np.array([0, 9] + [10**k - 1 for k in range(2, 19)] + [2**63 - 1, 0], dtype=np.int64)
+
+
+def _try_int_codes(arr: pa.Array) -> tuple[np.ndarray, int] | None:
+    """Codes straight from the ids when they are canonical decimal integers in a compact range."""
+    n = len(arr)
+    sample = arr.slice(0, 1024).drop_null()
+    try:
+        pc.cast(sample, pa.int64())  # a failing cast of a whole large array is slow: probe first
+        ints = pc.cast(arr, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if ints.null_count == n:
+        return None
+    lo, hi = (v.as_py() for v in pc.min_max(ints).values())
+    if lo < 0 or hi - lo >= max(4 * n, 1 << 20):
+        return None
+    values = pc.fill_null(ints, lo).to_numpy(zero_copy_only=False)
+    # Injective only if each string is the canonical spelling of its integer ("7", not "07", "+7", " 7").
+    lengths = np.minimum(pc.fill_null(pc.binary_length(arr), 1).to_numpy(zero_copy_only=False), 20)
+    canonical = (values >= _LOW[lengths]) & (values <= _HIGH[lengths])
+    if arr.null_count:
+        canonical |= pc.is_null(arr).to_numpy(zero_copy_only=False)
+    if not canonical.all():
+        return None
+    return (values - lo).astype(np.int64, copy=False), hi - lo + 1
+
+
+def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, int]:
+    """Int codes in ``[0, n_codes)`` that are equal exactly when the values are equal.
+
+    Nulls get an arbitrary code (callers only look at non-null rows). Numeric ids (the common
+    case in public logs) skip hashing the strings.
+    """
+    arr = _combine(col)
+    if len(arr) and pa.types.is_string(arr.type):
+        codes = _try_int_codes(arr)
+        if codes is not None:
+            return codes
+    enc = pc.dictionary_encode(arr)
+    codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64, copy=False), max(len(enc.dictionary), 1)
+
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (a bijection on uint64), vectorised."""
+    x = x ^ (x >> np.uint64(30))
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _canonicalise(table: pa.Table, source: str | None) -> pa.Table:
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise EventDataError(
+            f"events lack the required column(s) {missing}; they have {table.column_names}",
+            path=source,
+            fix="read the file with seqbert.data.read_events (column_map=... for other names).",
+        )
+    if ROW_INDEX not in table.column_names:
+        table = table.append_column(ROW_INDEX, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    for name in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, ROW_INDEX):
+        if name not in table.column_names:
+            continue
+        want = ARROW_TYPES.get(name, pa.int64())
+        col = table.column(name)
+        if col.type != want:
+            try:
+                table = table.set_column(table.column_names.index(name), name, pc.cast(col, want))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise EventDataError(
+                    f"column {name!r} has type {col.type}, which cannot be cast to {want} ({e})",
+                    path=source,
+                    column=name,
+                    fix="read the file with seqbert.data.read_events.",
+                ) from None
+    return table
+
+
+def _duplicates(
+    keep: np.ndarray,
+    users: np.ndarray,
+    n_users: int,
+    items: np.ndarray,
+    n_items: int,
+    ts: np.ndarray,
+    event_type: pa.ChunkedArray,
+) -> np.ndarray:
+    """Rows (among ``keep``) that repeat an earlier kept row's (user, item, event type, timestamp).
+
+    Each row gets a uint64 ``key << b | position``, where ``key`` is (user, item, timestamp)
+    packed exactly when it fits in ``64 - b`` bits and the top bits of a 64-bit hash otherwise.
+    One ``np.sort`` (fast for integers, unlike ``argsort``) then puts equal keys next to each
+    other with their positions; rows in runs of equal keys are the candidates (usually few), and
+    an exact group-by with the event type on just those rows keeps the first of each group.
+    """
+    duplicate = np.zeros(len(keep), dtype=bool)
+    rows = np.flatnonzero(keep) if not keep.all() else np.arange(len(keep))
+    m = len(rows)
+    if m < 2:
+        return duplicate
+    u, i = users[rows], items[rows]
+    t = ts[rows].astype(np.int64, copy=False)
+    t_min = int(t.min())
+    t_span = int(t.max()) - t_min + 1
+    bits = max(1, (m - 1).bit_length())
+    key_bits = 64 - bits
+    with np.errstate(over="ignore"):
+        if n_users * n_items * t_span < 2**key_bits:
+            key = ((u * n_items + i) * t_span + (t - t_min)).astype(np.uint64)
+        else:
+            # A linear combination with large odd multipliers, then one splitmix round for good
+            # top bits. Collisions only add candidates: the exact group-by below decides.
+            h = u.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            h += i.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+            h += t.view(np.uint64)
+            key = _mix64(h) >> np.uint64(bits)
+        ordered = np.sort((key << np.uint64(bits)) | np.arange(m, dtype=np.uint64))
+    high = ordered >> np.uint64(bits)
+    same = high[1:] == high[:-1]
+    if not same.any():
+        return duplicate
+    in_run = np.zeros(m, dtype=bool)
+    in_run[1:] |= same
+    in_run[:-1] |= same
+    candidates = np.sort((ordered[in_run] & np.uint64((1 << bits) - 1)).astype(np.int64))
+    cand_rows = rows[candidates]
+    events = _combine(event_type).take(pa.array(cand_rows))
+    grouped = (
+        pa.table({"u": u[candidates], "i": i[candidates], "e": events, "t": t[candidates], "pos": cand_rows})
+        .group_by(["u", "i", "e", "t"], use_threads=False)
+        .aggregate([("pos", "min")])
+    )
+    duplicate[cand_rows] = True
+    duplicate[grouped.column("pos_min").to_numpy()] = False
+    return duplicate
+
+
+def _fingerprint(events: Any, params: dict[str, Any]) -> str:
+    """Deterministic fingerprint of the cleaned dataset (input fingerprint + parameters), so that
+    ``datasets`` does not hash the whole table and later ``.map`` calls can be cached."""
+    parent = getattr(events, "_fingerprint", None)
+    if parent is None:
+        return generate_random_fingerprint()
+    return Hasher.hash({"parent": parent, "transform": "seqbert.clean_events", **params})
+
+
+# --------------------------------------------------------------------------------------------- clean
+def clean_events(
+    events: datasets.Dataset,
+    *,
+    min_user_events: int = 2,
+    deduplicate: bool = True,
+    max_events_per_user: int | None = None,
+    min_item_support: int = 1,
+    source: str | None = None,
+) -> tuple[datasets.Dataset, DropReport]:
+    """Drop unusable rows and report how many were dropped for which reason.
+
+    Args:
+        events: canonical events, usually from :func:`~seqbert.data.readers.read_events`.
+        min_user_events: users with fewer events (after all other steps) are dropped (``short_user``).
+        deduplicate: drop exact duplicates of (user_id, item_id, event_type, timestamp), keeping
+            the first (``duplicate``).
+        max_events_per_user: users with more events than this are dropped as bot-like
+            (``bot_user``); ``None`` disables the step.
+        min_item_support: items seen in fewer events are dropped (``rare_item``), applied once.
+        source: a name (e.g. the file name) for messages and the report.
+
+    Returns:
+        ``(cleaned, report)``: the kept rows in input order with the canonical columns and
+        ``row_index`` (marker columns removed), and the :class:`DropReport` listing every reason of
+        :data:`DROP_REASONS` (zeros included).
+    """
+    for name, value, minimum in (("min_user_events", min_user_events, 0), ("min_item_support", min_item_support, 0)):
+        if int(value) < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if max_events_per_user is not None and int(max_events_per_user) < 1:
+        raise ValueError(f"max_events_per_user must be >= 1 or None, got {max_events_per_user}")
+
+    table = _canonicalise(_as_table(events), source)
+    n = table.num_rows
+    report = DropReport.start(n, source=source)
+    keep = np.ones(n, dtype=bool)
+
+    def drop(reason: str, mask: np.ndarray | None) -> None:
+        nonlocal keep
+        if mask is None:
+            report.add(reason, 0)
+            return
+        newly = mask & keep
+        count = int(np.count_nonzero(newly))
+        if count:
+            keep &= ~newly
+        report.add(reason, count)
+
+    names = table.column_names
+    bad_ts = _bool_np(table.column(BAD_TIMESTAMP_MARKER)) if BAD_TIMESTAMP_MARKER in names else None
+    unknown = _bool_np(table.column(UNKNOWN_EVENT_MARKER)) if UNKNOWN_EVENT_MARKER in names else None
+
+    # missing_field: null required values that no reader marker explains.
+    missing = _null_np(table.column("user_id")) | _null_np(table.column("item_id"))
+    event_null = _null_np(table.column("event_type"))
+    ts_null = _null_np(table.column("timestamp"))
+    missing |= event_null & ~unknown if unknown is not None else event_null
+    missing |= ts_null & ~bad_ts if bad_ts is not None else ts_null
+    drop("missing_field", missing)
+    drop("bad_timestamp", bad_ts)
+    drop("unknown_event_type", unknown)
+
+    need_users = deduplicate or max_events_per_user is not None or min_user_events > 1
+    need_items = deduplicate or min_item_support > 1
+    if keep.any() and (need_users or need_items):
+        with ThreadPoolExecutor(2) as pool:  # numpy and arrow release the GIL
+            user_job = pool.submit(_codes, table.column("user_id"))
+            item_job = pool.submit(_codes, table.column("item_id"))
+            (users, n_users), (items, n_items) = user_job.result(), item_job.result()
+    else:
+        users = items = np.zeros(n, dtype=np.int64)
+        n_users = n_items = 1
+
+    if deduplicate and keep.any():
+        ts_np = _combine(pc.fill_null(table.column("timestamp"), 0)).to_numpy(zero_copy_only=False)
+        drop("duplicate", _duplicates(keep, users, n_users, items, n_items, ts_np, table.column("event_type")))
+    else:
+        drop("duplicate", None)
+
+    if max_events_per_user is not None and keep.any():
+        counts = np.bincount(users[keep], minlength=n_users)
+        drop("bot_user", (counts > int(max_events_per_user))[users])
+    else:
+        drop("bot_user", None)
+
+    if min_item_support > 1 and keep.any():
+        counts = np.bincount(items[keep], minlength=n_items)
+        drop("rare_item", (counts < int(min_item_support))[items])
+    else:
+        drop("rare_item", None)
+
+    if min_user_events > 1 and keep.any():
+        counts = np.bincount(users[keep], minlength=n_users)
+        drop("short_user", (counts < int(min_user_events))[users])
+    else:
+        drop("short_user", None)
+
+    columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names] + [ROW_INDEX]
+    dropped_columns = [c for c in names if c not in columns]
+    if dropped_columns and set(dropped_columns) - set(MARKER_COLUMNS):
+        logger.debug("clean_events: not keeping non-canonical columns %s", dropped_columns)
+    out = table.select(columns)
+    if report.kept_rows != n:
+        out = out.filter(pa.array(keep))
+    report.check()
+    if out.num_rows != report.kept_rows:  # pragma: no cover - internal consistency
+        raise RuntimeError(f"kept {out.num_rows} rows but the report says {report.kept_rows}")
+    logger.info(
+        "%s: kept %d of %d events (%s)",
+        source or "events",
+        report.kept_rows,
+        report.input_rows,
+        ", ".join(f"{k}={v}" for k, v in report.dropped.items() if v) or "nothing dropped",
+    )
+    fingerprint = _fingerprint(
+        events,
+        {
+            "min_user_events": int(min_user_events),
+            "deduplicate": bool(deduplicate),
+            "max_events_per_user": max_events_per_user,
+            "min_item_support": int(min_item_support),
+        },
+    )
+    return datasets.Dataset(out, fingerprint=fingerprint), report
+
+
+__all__ = ["DROP_REASONS", "DropReport", "clean_events"]
