@@ -53,7 +53,9 @@ class MarkovRecommender:
         self.num_special_tokens = num_special_tokens
         num_items = vocab_size - num_special_tokens
         same_row = np.ones(len(flat), dtype=bool)
-        same_row[offsets[1:-1]] = False  # no transition across sequence boundaries
+        row_starts = offsets[1:-1]
+        # No transition across sequence boundaries (trailing empty rows start at len(flat): skip them).
+        same_row[row_starts[row_starts < len(flat)]] = False
         source, target = flat[:-1], flat[1:]
         valid = same_row[1:] & (source >= num_special_tokens) & (target >= num_special_tokens)
         pairs = (source[valid] - num_special_tokens) * num_items + (target[valid] - num_special_tokens)

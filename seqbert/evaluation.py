@@ -33,8 +33,11 @@ def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
 
 def mask_history(scores: torch.Tensor, input_ids: torch.Tensor, num_special_tokens: int) -> torch.Tensor:
     """Scores with every item already in the input history set to ``-inf`` (a labelled variant)."""
-    columns = (input_ids - num_special_tokens).clamp(min=0)
-    seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, columns, input_ids >= num_special_tokens)
+    # Index only real items: a scatter that also writes False for padding/[MASK] (clamped onto
+    # column 0) would race with the True of item column 0 and could leave it unmasked.
+    rows, positions = torch.nonzero(input_ids >= num_special_tokens, as_tuple=True)
+    seen = torch.zeros_like(scores, dtype=torch.bool)
+    seen[rows, input_ids[rows, positions] - num_special_tokens] = True
     return scores.masked_fill(seen, float("-inf"))
 
 
@@ -55,9 +58,15 @@ def collect_ranks(
     for batch in batches:
         scores = scorer(batch).float()
         num_items = scores.shape[1]
+        targets = batch["target_ids"]
         if exclude_history:
             scores = mask_history(scores, batch["input_ids"], num_special_tokens)
-        batch_ranks = pessimistic_ranks(scores, batch["target_ids"])
+        batch_ranks = pessimistic_ranks(scores, targets)
+        if exclude_history:
+            # An excluded target is a miss (rank num_items + 1), as with `exclude` in
+            # `ranks_from_scores`; its -inf score alone would rank it num_items.
+            in_history = (batch["input_ids"] == (targets + num_special_tokens)[:, None]).any(1) & (targets >= 0)
+            batch_ranks = batch_ranks.masked_fill(in_history, num_items + 1)
         if gather is not None:
             batch_ranks = gather(batch_ranks)
         ranks.append(batch_ranks.cpu())

@@ -84,7 +84,9 @@ class BehaviorTokenizer(PreTrainedTokenizer):
             with open(vocab_file, encoding="utf-8") as handle:
                 items = json.load(handle)
         items = [str(item) for item in items]
-        self._specials = [pad_token, mask_token, cls_token, sep_token, unk_token]
+        # str(): from_pretrained passes the specials back as AddedToken objects, which neither hash
+        # nor compare equal to their strings (get_vocab keys and the clash check need plain str).
+        self._specials = [str(token) for token in (pad_token, mask_token, cls_token, sep_token, unk_token)]
         clashes = sorted(set(items) & set(self._specials))
         if clashes:
             raise ValueError(f"Item ids {clashes} collide with special tokens; rename those items.")
