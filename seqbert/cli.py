@@ -43,6 +43,8 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
         "quantity) to the file's column name; repeatable. Example: --column user_id=visitorid",
     )
     parser.add_argument("--column-names", help="Comma-separated header for files without one (e.g. Taobao).")
+    parser.add_argument("--delimiter", help="Field separator of csv/tsv files (default: ',' for csv, tab for tsv).")
+    parser.add_argument("--encoding", default="utf-8", help="Text encoding of csv/tsv/jsonl files, e.g. latin-1.")
     parser.add_argument(
         "--event-alias", action="append", metavar="RAW=CANONICAL",
         help="Map a raw event type to view/click/search/cart/fav/purchase; repeatable. Example: --event-alias pv=view",
@@ -81,6 +83,8 @@ def run_prepare(args: argparse.Namespace) -> dict:
         "file_format": args.file_format,
         "column_map": _pairs(args.column, "--column") or None,
         "column_names": args.column_names.split(",") if args.column_names else None,
+        "delimiter": args.delimiter,
+        "encoding": args.encoding,
         "event_aliases": _pairs(args.event_alias, "--event-alias") or None,
         "timestamp_unit": args.timestamp_unit,
         "unknown_events": args.unknown_events,

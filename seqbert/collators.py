@@ -7,6 +7,7 @@ in every stream, so the last position is the most recent event.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,7 +52,11 @@ class DataCollatorForMaskedBehaviorModeling:
         num_special_tokens: ids below this are special and never selected or sampled.
         vocab_size: item ids are ``[num_special_tokens, vocab_size)``.
         mask_token_id: id of ``[MASK]``.
-        generator: optional ``torch.Generator`` for reproducible masks.
+        seed: when set and rows carry ``row_id``, each batch's masks are drawn from a generator seeded
+            with (seed, epoch, row ids): a pure function of the batch, so they are reproducible across
+            resumption, DataLoader prefetching, worker counts and process counts. Call
+            :meth:`set_epoch` each epoch so the same rows get fresh masks.
+        generator: otherwise, an optional ``torch.Generator`` stream (checkpointable via state_dict).
     """
 
     num_special_tokens: int
@@ -62,6 +67,8 @@ class DataCollatorForMaskedBehaviorModeling:
     replace_ratios: tuple[float, float] = (0.8, 0.1)
     pad_to_multiple_of: int | None = 8
     generator: torch.Generator | None = None
+    seed: int | None = None
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_prob <= 1.0:
@@ -79,10 +86,28 @@ class DataCollatorForMaskedBehaviorModeling:
         if self.generator is not None and "generator" in state:
             self.generator.set_state(state["generator"])
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
     def _uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator)
 
+    def _batch_generator(self, features: Sequence[Mapping[str, Sequence[int]]]) -> torch.Generator | None:
+        if self.seed is None or "row_id" not in features[0]:
+            return self.generator
+        key = ",".join(str(int(feature["row_id"])) for feature in features)
+        digest = hashlib.blake2b(f"{self.seed}|{self.epoch}|{key}".encode(), digest_size=8).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
     def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        stream = self.generator
+        self.generator = self._batch_generator(features)
+        try:
+            return self._mask(features)
+        finally:
+            self.generator = stream
+
+    def _mask(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
         batch = pad_streams(features, self.pad_to_multiple_of)
         input_ids = batch["input_ids"]
         candidates = input_ids >= self.num_special_tokens  # real, known items only

@@ -45,7 +45,9 @@ def accelerate_command(num_processes: int, module: str, options: list[str]) -> l
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if not torch.cuda.is_available():
-        launcher.append("--cpu")
+        # One OpenMP team per core: oversubscribed threads spin-wait and run several times slower.
+        threads = max(1, (os.cpu_count() or 1) // num_processes)
+        launcher += ["--cpu", "--num_cpu_threads_per_process", str(threads)]
     elif num_processes > 1:
         launcher.append("--multi_gpu")
     return [*launcher, "-m", module, *options]

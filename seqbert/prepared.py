@@ -77,11 +77,13 @@ def encode_for_pretraining(dataset: Dataset, tokenizer: BehaviorTokenizer, max_l
         remove_columns=dataset.column_names,
         desc="Tokenizing training sequences",
     )
-    return encoded.filter(
+    encoded = encoded.filter(
         lambda batch: [max(row) >= tokenizer.num_special_tokens for row in batch["input_ids"]],
         batched=True,
         desc="Dropping sequences without known items",
     )
+    # A stable row id lets the masking collator seed each batch from its content (exact resume).
+    return encoded.add_column("row_id", list(range(encoded.num_rows)))
 
 
 def encode_for_next_item(dataset: Dataset, tokenizer: BehaviorTokenizer, max_length: int) -> Dataset:

@@ -8,6 +8,7 @@ counter and best score are registered for checkpointing; the seedable sampler re
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -37,11 +38,11 @@ class JsonLinesTracker(GeneralTracker):
     name = "jsonl"
     requires_logging_directory = True
 
-    @on_main_process
+    # Not @on_main_process: the tracker is built before the Accelerator, and touching the shared
+    # state here would initialise it too early (a torchrun CPU job would then see one process).
     def __init__(self, run_name: str, logging_dir: str | Path):
         super().__init__()
         self.path = Path(logging_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     @property
     def tracker(self) -> Path:
@@ -49,10 +50,12 @@ class JsonLinesTracker(GeneralTracker):
 
     @on_main_process
     def store_init_configuration(self, values: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         (self.path.parent / "config.json").write_text(json.dumps(values, indent=2, default=str))
 
     @on_main_process
     def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps({"step": step, **values}, default=float) + "\n")
 
@@ -197,7 +200,11 @@ def train(
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
+        # Continue numbering after the newest checkpoint (accelerate restarts at 0 and would collide).
+        existing = [int(p.name.split("_")[-1]) for p in (Path(args.output_dir) / "checkpoints").glob("checkpoint_*")]
+        accelerator.project_configuration.iteration = max(existing, default=-1) + 1
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, state.global_step, state.epoch)
+    resumed_rng_state = torch.get_rng_state() if state.batches_done_in_epoch else None
     accelerator.init_trackers("seqbert", config={k: v for k, v in vars(args).items() if v is not None})
 
     progress = tqdm(
@@ -238,9 +245,20 @@ def train(
     model.train()
     while not stop and state.epoch < args.num_epochs:
         train_loader.set_epoch(state.epoch)
+        if hasattr(train_loader.collate_fn, "set_epoch"):
+            train_loader.collate_fn.set_epoch(state.epoch)
         batches = train_loader
         if state.batches_done_in_epoch:
             batches = accelerator.skip_first_batches(train_loader, state.batches_done_in_epoch)
+        batches = iter(batches)
+        if resumed_rng_state is not None:
+            # Starting a DataLoader iterator (at its first batch) draws a seed from the global RNG; an
+            # uninterrupted run drew it at the epoch start, so restore the checkpointed state afterwards
+            # to get the same dropout masks as a run that was never interrupted.
+            first = next(batches, None)
+            torch.set_rng_state(resumed_rng_state)
+            resumed_rng_state = None
+            batches = itertools.chain([first] if first is not None else [], batches)
         for batch in batches:
             with accelerator.accumulate(model):
                 loss, scalars = loss_fn(model, batch)

@@ -70,16 +70,14 @@ def main(argv: list[str] | None = None) -> dict:
         full_train_ids = encode_for_pretraining(data.splits["train"], tokenizer, longest)["input_ids"]
 
     model = build_model(tokenizer, model_args, pre_args, args.max_length)
-    generator = torch.Generator().manual_seed(args.seed + accelerator.process_index)
     collator = DataCollatorForMaskedBehaviorModeling(
         num_special_tokens=tokenizer.num_special_tokens,
         vocab_size=tokenizer.vocab_size,
         mask_token_id=tokenizer.mask_token_id,
         mask_prob=pre_args.mask_prob,
         last_item_mask_prob=pre_args.last_item_mask_prob,
-        generator=generator,
+        seed=args.seed,
     )
-    accelerator.register_for_checkpointing(collator)
     train_loader = DataLoader(
         train_rows, batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator, num_workers=args.num_workers
     )
