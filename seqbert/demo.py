@@ -116,8 +116,8 @@ def run_demo(args: argparse.Namespace) -> dict:
             args.num_processes,
             "seqbert.training.finetune",
             [*common, "--output_dir", str(classifier_dir), "--model_name_or_path", str(pretrained_dir),
-             "--time_budget_minutes", str(args.finetune_minutes), "--num_epochs", "1000", "--learning_rate", "3e-4",
-             "--per_device_batch_size", "64", "--early_stopping_patience", "5"],
+             "--time_budget_minutes", str(args.finetune_minutes), "--num_epochs", "10", "--learning_rate", "1e-3",
+             "--early_stopping_patience", "3"],
         ),
         out / "finetune.log",
     )

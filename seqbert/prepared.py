@@ -99,10 +99,15 @@ def encode_for_next_item(dataset: Dataset, tokenizer: BehaviorTokenizer, max_len
 
 
 def encode_for_classification(dataset: Dataset, tokenizer: BehaviorTokenizer, max_length: int) -> Dataset:
-    """Labelled history rows → history + appended ``[MASK]`` (the pooled position) and ``labels``."""
+    """Labelled history rows → history + appended ``[MASK]`` (the pooled position) and ``labels``.
+
+    The mask carries the gap from the last event to the row's ``cutoff`` (the prediction time), so
+    the model sees recency exactly as a tabular model would.
+    """
 
     def encode(batch: dict[str, list]) -> dict[str, Any]:
-        encoded = tokenizer(batch, max_length=max_length, append_mask=True).data
+        columns = {key: batch[key] for key in ("item_ids", "event_types", "timestamps")}
+        encoded = tokenizer(columns, max_length=max_length, append_mask=True, query_timestamps=batch["cutoff"]).data
         encoded["labels"] = list(batch["label"])
         return encoded
 

@@ -198,12 +198,15 @@ class BehaviorTokenizer(PreTrainedTokenizer):
             raise ValueError(f"Unknown event types {unknown[:10]}; this tokenizer knows {self.event_types}.")
         return pc.add(index, NUM_BEHAVIOR_SPECIALS).to_numpy(zero_copy_only=False)
 
+    def gap_bucket_ids(self, gaps: np.ndarray) -> np.ndarray:
+        """Time ids of gaps in seconds: ``3 + min(floor(log2(1 + gap)), num_gap_buckets - 1)``."""
+        gaps = np.asarray(gaps, dtype=np.int64).clip(min=0)
+        return np.floor(np.log2(1.0 + gaps)).astype(np.int64).clip(max=self.num_gap_buckets - 1) + NUM_TIME_SPECIALS
+
     def time_bucket_ids(self, timestamps: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Time-gap bucket ids for flat ``timestamps`` split into sequences by ``offsets``."""
         timestamps = np.asarray(timestamps, dtype=np.int64)
-        gaps = np.diff(timestamps, prepend=timestamps[:1] if len(timestamps) else timestamps).clip(min=0)
-        buckets = np.floor(np.log2(1.0 + gaps)).astype(np.int64).clip(max=self.num_gap_buckets - 1)
-        ids = buckets + NUM_TIME_SPECIALS
+        ids = self.gap_bucket_ids(np.diff(timestamps, prepend=timestamps[:1] if len(timestamps) else timestamps))
         starts = np.asarray(offsets[:-1], dtype=np.int64)
         ids[starts[starts < len(ids)]] = TIME_FIRST
         return ids
@@ -221,6 +224,7 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         timestamps: Sequence[Sequence[int]],
         *,
         append_mask: bool = False,
+        query_timestamps: Sequence[int] | None = None,
         max_length: int | None = None,
         padding: bool | str = False,
         pad_to_multiple_of: int | None = None,
@@ -231,6 +235,9 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         Args:
             append_mask: append a ``[MASK]`` event after each history (next-item inference,
                 classification pooling).
+            query_timestamps: with ``append_mask``, the time each prediction is made (one per
+                sequence, e.g. a label cutoff): the mask's time id then encodes the gap since the
+                last event (recency), instead of the "unknown gap" mask id.
             max_length: keep at most this many tokens per sequence, appended mask included,
                 dropping the oldest events. Defaults to the tokenizer's ``max_length``.
             padding: ``False`` (ragged lists), ``True``/``"longest"`` or ``"max_length"``; always left.
@@ -256,12 +263,19 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         }
         # Left truncation: each sequence keeps its last `keep` events.
         starts = np.maximum(offsets[:-1], offsets[1:] - keep)
-        tail = (self.mask_token_id, BEHAVIOR_MASK, TIME_MASK) if append_mask else None
+        tail_times = np.full(len(lengths), TIME_MASK, dtype=np.int64)
+        if append_mask and query_timestamps is not None:
+            queries = np.asarray(query_timestamps, dtype=np.int64)
+            if queries.shape != lengths.shape:
+                raise ValueError(f"query_timestamps needs one value per sequence ({len(lengths)}), got {queries.shape}.")
+            last = flat_times[np.maximum(offsets[1:] - 1, 0)] if len(flat_times) else np.zeros_like(queries)
+            tail_times = np.where(lengths > 0, self.gap_bucket_ids(queries - last), TIME_FIRST)
         encoded: dict[str, list[list[int]]] = {name: [] for name in self.model_input_names}
-        for start, end in zip(starts.tolist(), offsets[1:].tolist()):
+        for row_index, (start, end) in enumerate(zip(starts.tolist(), offsets[1:].tolist())):
+            tail = (self.mask_token_id, BEHAVIOR_MASK, int(tail_times[row_index]))
             for position, name in enumerate(("input_ids", "behavior_ids", "time_ids")):
                 row = streams[name][start:end].tolist()
-                if tail is not None:
+                if append_mask:
                     row.append(tail[position])
                 encoded[name].append(row)
             encoded["attention_mask"].append([1] * (end - start + int(append_mask)))

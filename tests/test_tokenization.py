@@ -367,3 +367,16 @@ def test_dataset_map_batched(tok, num_proc):
     assert mapped["user_id"] == ["u1", "u2", "u3", "u4", "u5"]
     for name, expected in EXPECTED_MAP.items():
         assert list(mapped[name]) == expected, name
+
+
+def test_query_timestamps_give_the_appended_mask_the_recency_gap():
+    tok = BehaviorTokenizer(items=["a", "b"])
+    columns = {"item_ids": [["a", "b"], []], "event_types": [["view", "view"], []], "timestamps": [[0, 10], []]}
+    plain = tok(columns, append_mask=True)
+    assert [row[-1] for row in plain["time_ids"]] == [1, 1]  # unknown gap: the time mask id
+    queried = tok(columns, append_mask=True, query_timestamps=[10 + 1000, 50])
+    # gap 1000 s -> 3 + floor(log2(1001)) = 12; an empty history has no previous event -> first-event id 2
+    assert [row[-1] for row in queried["time_ids"]] == [12, 2]
+    assert queried["input_ids"] == plain["input_ids"] and queried["behavior_ids"] == plain["behavior_ids"]
+    with pytest.raises(ValueError, match="one value per sequence"):
+        tok(columns, append_mask=True, query_timestamps=[1])

@@ -100,7 +100,9 @@ class FinetuneArguments:
     )
     freeze_encoder: bool = field(default=False, metadata={"help": "Train only the classification head."})
     class_weighting: bool = field(
-        default=True, metadata={"help": "Weight the loss by inverse class frequency (imbalanced labels)."}
+        default=False,
+        metadata={"help": "Weight the loss by inverse class frequency. Off by default: it distorts the "
+                  "probabilities (log-loss, calibration); ranking metrics (ROC-/PR-AUC) need no weighting."},
     )
 
 
