@@ -93,7 +93,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     events_path = write_events(
         generate_events(SyntheticConfig(num_users=args.num_users, num_items=args.num_items, seed=args.seed)),
-        out / "events.parquet",
+        out / "seqbert-synthetic.parquet",
     )
     prepared_dir, pretrained_dir, classifier_dir = out / "prepared", out / "seqbert-pretrained", out / "seqbert-purchase"
     prepare_file(events_path, PrepareOptions(split="temporal", max_length=args.max_length), output_dir=prepared_dir)
