@@ -27,7 +27,9 @@ def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     """
     known = targets >= 0
     target_scores = scores.gather(1, targets.clamp(min=0)[:, None])
-    ranks = (scores >= target_scores).sum(1)
+    # NaN scores count against the target too; a NaN target score is a miss.
+    ranks = ((scores >= target_scores) | scores.isnan()).sum(1)
+    known &= ~target_scores.squeeze(1).isnan()
     return torch.where(known, ranks, torch.full_like(ranks, scores.shape[1] + 1))
 
 

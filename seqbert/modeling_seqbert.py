@@ -309,12 +309,19 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             selected = labels != -100
             transformed = self.head.transform(hidden_states[selected])
             item_scores = self.head.item_logits(transformed)
+            behavior_logits = self.head.behavior_decoder(transformed)
+            if not selected.any():
+                # Nothing to predict in this batch: a zero loss that keeps the graph (not NaN).
+                item_loss = loss = hidden_states.sum() * 0.0
+                return MaskedBehaviorModelingOutput(
+                    loss=loss, logits=self.head.full_vocab_logits(item_scores), behavior_logits=behavior_logits,
+                    item_loss=item_loss, hidden_states=outputs.hidden_states,
+                )
             item_loss = F.cross_entropy(
                 item_scores.float(),
                 labels[selected] - self.config.num_special_tokens,
                 label_smoothing=self.config.label_smoothing,
             )
-            behavior_logits = self.head.behavior_decoder(transformed)
             loss = item_loss
             if behavior_labels is not None and self.config.behavior_loss_weight > 0:
                 behavior_loss = F.cross_entropy(behavior_logits.float(), behavior_labels[selected], ignore_index=-100)

@@ -282,3 +282,13 @@ def test_logistic_regression_separates_toy_set():
     # Far-away points get confident probabilities.
     far = np.array([[5.0, -5.0, 7.0], [-5.0, 5.0, 7.0]])
     assert model.predict_proba(far)[0] > 0.99 and model.predict_proba(far)[1] < 0.01
+
+
+def test_nan_scores_are_ranked_pessimistically():
+    import torch
+
+    from seqbert.evaluation import pessimistic_ranks
+
+    scores = torch.tensor([[0.9, float("nan"), 0.1, 0.5], [float("nan"), 0.2, 0.3, 0.4]])
+    ranks = pessimistic_ranks(scores, torch.tensor([0, 0]))
+    assert ranks.tolist() == [2, 5]  # a NaN competitor counts against the target; a NaN target misses

@@ -433,3 +433,15 @@ def test_training_reduces_masked_item_loss(tester):
     assert losses[0] > 3.0  # ~log(45) at init
     assert losses[-1] < 0.25 * losses[0], losses
     assert _is_tied(model)
+
+
+def test_batch_without_labelled_positions_has_zero_loss_not_nan():
+    import torch
+
+    from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+
+    model = SeqBertForMaskedBehaviorModeling(SeqBertConfig(vocab_size=20, hidden_size=16, num_attention_heads=2))
+    input_ids = torch.tensor([[5, 6, 7]])
+    output = model(input_ids, labels=torch.full_like(input_ids, -100))
+    assert output.loss.item() == 0.0 and output.loss.requires_grad
+    output.loss.backward()
