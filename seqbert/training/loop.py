@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -299,7 +300,14 @@ def train(
         run_evaluation()
     state.elapsed_seconds = time.monotonic() - started
     accelerator.wait_for_everyone()
-    load_model(accelerator.unwrap_model(model), str(best_path))
+    if best_path.exists():
+        load_model(accelerator.unwrap_model(model), str(best_path))
+    else:  # resumed from a finished run whose best weights were already saved as the model
+        logger.warning("No best weights at %s; keeping the final weights.", best_path)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        # The caller saves these weights as the model; a second copy would be uploaded with the folder.
+        shutil.rmtree(best_path.parent, ignore_errors=True)
     return state
 
 
