@@ -118,14 +118,19 @@ def test_resume_continues_at_the_right_step(prepared, tmp_path):
 
 
 def test_finetune_from_pretrained(prepared, pretrained, tmp_path):
+    """Also covers gradient accumulation and bf16 autocast on CPU."""
     output = tmp_path / "purchase"
     run(accelerate(
         "seqbert.training.finetune", "--data_dir", str(prepared), "--output_dir", str(output),
-        "--model_name_or_path", str(pretrained), "--max_length", "20", "--num_epochs", "2", "--per_device_batch_size", "32",
+        "--model_name_or_path", str(pretrained), "--max_length", "20", "--num_epochs", "2", "--per_device_batch_size", "16",
+        "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16",
     ))
     validate_model_folder(output)
     summary = results(output)
     assert summary["initialised_from"] == str(pretrained)
+    assert summary["mixed_precision"] == "bf16"
+    micro_batches = -(-summary["label_counts"]["train"]["examples"] // 16)
+    assert summary["global_step"] == 2 * -(-micro_batches // 2)  # one optimizer step per 2 micro-batches
     cutoffs = summary["cutoffs"]
     assert cutoffs["train_cutoff"] < cutoffs["validation_cutoff"] < cutoffs["test_cutoff"]
     for model in ("seqbert", "logistic_regression_rf"):
