@@ -9,18 +9,19 @@ evaluation target; evaluation rows carry the visible history in the same list co
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
 from .arrow import element_positions, filter_list_elements, from_arrow, list_offsets, take_list_elements, to_arrow
+from .sequences import list_columns
+
+logger = logging.getLogger(__name__)
 
 TARGET_COLUMNS = {"item_ids": "target_item_id", "event_types": "target_event_type", "timestamps": "target_timestamp"}
-
-
-def list_columns(table: pa.Table) -> list[str]:
-    """The per-event list columns of a sequences table."""
-    return [name for name in table.column_names if pa.types.is_list(table.schema.field(name).type)]
 
 
 def history_before(table: pa.Table, cutoff: int) -> tuple[pa.Table, np.ndarray]:
@@ -42,40 +43,122 @@ def _with_targets(history: pa.Table, source: pa.Table, flat_index: np.ndarray, r
     return from_arrow(table)
 
 
-def leave_one_out(sequences: Dataset, *, min_history: int = 1) -> tuple[DatasetDict, dict]:
-    """Last event → test target, second-to-last → validation target, the rest → training.
+LOO_TARGETS = ("last_event", "last_purchase")
+"""Leave-one-out target modes of :func:`leave_one_out`."""
 
-    Users with fewer than ``min_history + 2`` events are kept whole in training and not evaluated
-    (counted in the protocol). The test history includes the validation target, as in BERT4Rec.
+PURCHASE = "purchase"
+
+
+def leave_one_out(
+    sequences: Dataset, *, min_history: int = 1, target: str = "last_event"
+) -> tuple[DatasetDict, dict]:
+    """Hold out each user's last event (or last purchase) for test and the one before for validation.
+
+    Every split is a prefix of the user's time-ordered sequence: training ⊆ validation history ⊆
+    test history, and each evaluation target is the event right after its history. No evaluation
+    target is ever in the training split.
+
+    ``target="last_event"`` (BERT4Rec): test target = the last event (any type), validation target =
+    the second-to-last, training = everything before the validation target. Users with fewer than
+    ``min_history + 2`` events are kept whole in training and not evaluated.
+
+    ``target="last_purchase"``: test target = the user's last ``purchase`` event, history =
+    everything strictly before it (in sequence order, so events of the same second logged before
+    it are history). **Events after the last purchase are in no split** for an evaluated user: they
+    happened after the moment being predicted. Validation target = the user's previous purchase
+    (so validation measures the same task as test: what will the user buy next), history =
+    everything strictly before it; training = everything before the validation target, or before
+    the test target for users with a single purchase (those get a test row but no validation row,
+    so the validation split is smaller than the test split). A row needs ``min_history`` history
+    events; users without a purchase, or whose last purchase has too little history, are kept
+    whole in training and not evaluated.
+
+    The protocol record holds the parameters, the users and rows per split and the events each
+    split holds.
     """
+    if target not in LOO_TARGETS:
+        raise ValueError(f"Unknown leave-one-out target {target!r}; use one of {', '.join(LOO_TARGETS)}.")
+    if min_history < 0:
+        raise ValueError(f"min_history must be >= 0, got {min_history}.")
     table = to_arrow(sequences)
     columns = list_columns(table)
     offsets = list_offsets(table.column("item_ids"))
     lengths = np.diff(offsets)
     rows, positions = element_positions(offsets)
-    evaluated = lengths >= min_history + 2
-    drop_last = np.where(evaluated, 2, 0)
-
-    train = filter_list_elements(table, columns, positions < (lengths - drop_last)[rows])
-    validation_history = filter_list_elements(table, columns, positions < (lengths - 2)[rows])
-    test_history = filter_list_elements(table, columns, positions < (lengths - 1)[rows])
-    eval_rows = np.flatnonzero(evaluated)
+    if target == "last_event":
+        validated = tested = lengths >= min_history + 2
+        test_position = np.where(tested, lengths - 1, lengths)
+        validation_position = np.where(validated, lengths - 2, lengths)
+        description = "validation = second-to-last event, test = last event of each user (any event type)"
+    else:
+        test_position, validation_position, purchases = _last_two_purchases(table, offsets, rows, positions)
+        users_without_purchase = int(np.count_nonzero(purchases == 0))
+        tested = (purchases >= 1) & (test_position >= min_history)
+        validated = tested & (purchases >= 2) & (validation_position >= min_history)
+        test_position = np.where(tested, test_position, lengths)
+        validation_position = np.where(validated, validation_position, lengths)
+        description = (
+            "test = each user's last purchase, validation = the purchase before it (users with one purchase: "
+            "test only); histories = every event strictly before the target; events after the last purchase "
+            "are in no split"
+        )
+    train_end = np.where(validated, validation_position, test_position)  # == lengths when not evaluated
+    train = filter_list_elements(table, columns, positions < train_end[rows])
+    validation_history = filter_list_elements(table, columns, positions < validation_position[rows])
+    test_history = filter_list_elements(table, columns, positions < test_position[rows])
+    test_rows, validation_rows = np.flatnonzero(tested), np.flatnonzero(validated)
     splits = DatasetDict(
         train=from_arrow(train),
-        validation=_with_targets(validation_history, table, offsets[1:] - 2, eval_rows),
-        test=_with_targets(test_history, table, offsets[1:] - 1, eval_rows),
+        validation=_with_targets(validation_history, table, offsets[:-1] + validation_position, validation_rows),
+        test=_with_targets(test_history, table, offsets[:-1] + test_position, test_rows),
     )
+    held_out = int(np.where(tested, lengths - test_position - 1, 0).sum())
     protocol = {
         "kind": "leave_one_out",
+        "target": target,
         "min_history": min_history,
-        "targets": "validation = second-to-last event, test = last event of each user (any event type)",
+        "targets": description,
         "users": int(table.num_rows),
-        "users_evaluated": int(len(eval_rows)),
-        "users_train_only": int(table.num_rows - len(eval_rows)),
+        "users_evaluated": int(len(test_rows)),
+        "users_validated": int(len(validation_rows)),
+        "users_train_only": int(table.num_rows - len(test_rows)),
         "rows": {name: int(split.num_rows) for name, split in splits.items()},
-        "train_events": int(len(train.column("item_ids").combine_chunks().flatten())),
+        "events": {
+            "train": int(train_end.sum()),
+            "validation_history": int(validation_position[validation_rows].sum()),
+            "test_history": int(test_position[test_rows].sum()),
+            "after_test_target_excluded": held_out,
+        },
     }
+    protocol["train_events"] = protocol["events"]["train"]
+    if target == "last_purchase":
+        protocol["users_without_purchase"] = users_without_purchase
+        if len(test_rows) and not len(validation_rows):
+            logger.warning(
+                "leave_one_out(target='last_purchase'): no user has two purchases with enough history, so the "
+                "validation split is empty (training that validates on it needs another protocol)."
+            )
     return splits, protocol
+
+
+def _last_two_purchases(
+    table: pa.Table, offsets: np.ndarray, rows: np.ndarray, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: position of the last purchase, of the one before it (-1 where none) and the purchase count."""
+    num_rows = len(offsets) - 1
+    types = table.column("event_types").combine_chunks().flatten()
+    flat = np.flatnonzero(pc.fill_null(pc.equal(types, PURCHASE), False).to_numpy(zero_copy_only=False))
+    owner = rows[flat]
+    counts = np.bincount(owner, minlength=num_rows)
+    last = np.full(num_rows, -1, dtype=np.int64)
+    previous = np.full(num_rows, -1, dtype=np.int64)
+    if len(flat):
+        is_last = np.append(owner[1:] != owner[:-1], True)  # flat indices are sorted, rows grouped
+        last_k = np.flatnonzero(is_last)
+        last[owner[last_k]] = positions[flat[last_k]]
+        with_previous = last_k[counts[owner[last_k]] >= 2]
+        previous[owner[with_previous]] = positions[flat[with_previous - 1]]
+    return last, previous, counts
 
 
 def temporal_split(
@@ -122,4 +205,4 @@ def temporal_split(
     return DatasetDict(splits), protocol
 
 
-__all__ = ["TARGET_COLUMNS", "history_before", "leave_one_out", "list_columns", "temporal_split"]
+__all__ = ["LOO_TARGETS", "TARGET_COLUMNS", "history_before", "leave_one_out", "list_columns", "temporal_split"]
