@@ -14,12 +14,19 @@ Layout::
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, load_from_disk
+from datasets.fingerprint import Hasher
+from datasets.table import InMemoryTable
 
 from .tokenization_seqbert import BehaviorTokenizer
 
@@ -68,50 +75,150 @@ class PreparedData:
         )
 
 
-def encode_for_pretraining(dataset: Dataset, tokenizer: BehaviorTokenizer, max_length: int) -> Dataset:
+EVENTS_PER_CHUNK = 1 << 20
+"""Encoding works on row ranges of about this many events (bounded temporary memory, two threads)."""
+
+
+def _arrow_rows(dataset: Dataset) -> pa.Table:
+    """The dataset's rows as an Arrow table (zero-copy unless an indices mapping must be applied)."""
+    return dataset.with_format("arrow")[:] if dataset.num_rows else dataset.data.table.slice(0, 0)
+
+
+def _row_chunks(table: pa.Table) -> list[tuple[int, int]]:
+    """(start, stop) row ranges of about ``EVENTS_PER_CHUNK`` events each (by the item lists)."""
+    lengths = pc.list_value_length(table.column("item_ids")).to_numpy(zero_copy_only=False)
+    ends = np.cumsum(lengths)
+    total = int(ends[-1]) if len(ends) else 0
+    bounds = np.searchsorted(ends, np.arange(EVENTS_PER_CHUNK, total, EVENTS_PER_CHUNK), side="left") + 1
+    bounds = np.unique(np.clip(np.concatenate([[0], bounds, [table.num_rows]]), 0, table.num_rows))
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [(0, 0)]
+
+
+def _encode_chunks(table: pa.Table, encode: Callable[[pa.Table], pa.Table], threads: int | None) -> Iterator[pa.Table]:
+    """``encode`` applied to row ranges of ``table``, in order; ``threads`` ranges at a time (numpy
+    and Arrow release the GIL), so at most that many encoded ranges are pending."""
+    ranges = _row_chunks(table)
+    threads = max(1, min(threads or os.cpu_count() or 1, len(ranges), 4))
+    if threads == 1:
+        for start, stop in ranges:
+            yield encode(table.slice(start, stop - start))
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for first in range(0, len(ranges), threads):
+            group = [table.slice(start, stop - start) for start, stop in ranges[first : first + threads]]
+            yield from pool.map(encode, group)
+
+
+def _collect(parts: Iterable[pa.Table], fingerprint: str, cache_file: str | Path | None, row_ids: bool = False) -> Dataset:
+    """Encoded parts → an in-memory Dataset, or (``cache_file``) an Arrow file on disk, memory-mapped."""
+    rows = 0
+    tables = []
+    writer = None
+    try:
+        for part in parts:
+            if row_ids:
+                part = part.append_column("row_id", pa.array(np.arange(rows, rows + part.num_rows, dtype=np.int64)))
+            rows += part.num_rows
+            if cache_file is None:
+                tables.append(part)
+                continue
+            if writer is None:
+                writer = pa.ipc.new_stream(str(cache_file), part.schema)
+            writer.write_table(part)
+    finally:
+        if writer is not None:
+            writer.close()
+    if cache_file is None:
+        return Dataset(InMemoryTable(pa.concat_tables(tables)), fingerprint=fingerprint)
+    return Dataset.from_file(str(cache_file))
+
+
+def _fingerprint(dataset: Dataset, transform: str, tokenizer: BehaviorTokenizer, **params: Any) -> str:
+    """Deterministic fingerprint (parent + transform + vocabulary + options): datasets would otherwise
+    hash the whole result table."""
+    vocabulary = (
+        tokenizer.items, tokenizer.event_types, tokenizer.num_gap_buckets, tokenizer.unseen_items, tokenizer.num_hash_buckets
+    )
+    return Hasher.hash({"parent": dataset._fingerprint, "transform": transform, "vocabulary": vocabulary, **params})
+
+
+def _encoded_columns(encoding: Any) -> dict[str, pa.Array]:
+    return {name: encoding[name] for name in ("input_ids", "behavior_ids", "time_ids", "attention_mask")}
+
+
+def encode_for_pretraining(
+    dataset: Dataset,
+    tokenizer: BehaviorTokenizer,
+    max_length: int,
+    *,
+    threads: int | None = None,
+    cache_file: str | Path | None = None,
+) -> Dataset:
     """Training rows → unpadded id streams (most recent ``max_length`` events), rows without any
-    known item removed (they carry no learnable label)."""
-    encoded = dataset.map(
-        lambda batch: tokenizer(batch, max_length=max_length).data,
-        batched=True,
-        remove_columns=dataset.column_names,
-        desc="Tokenizing training sequences",
-    )
-    encoded = encoded.filter(
-        lambda batch: [max(row) >= tokenizer.num_special_tokens for row in batch["input_ids"]],
-        batched=True,
-        desc="Dropping sequences without known items",
-    )
+    known item removed (they carry no learnable label), and a ``row_id`` column.
+
+    Vectorised over Arrow columns in chunks of ~1M events (no Python objects per row or event), in
+    ``threads`` threads (default: the CPU count, at most 4). With ``cache_file`` the result is
+    written there as it is produced and returned memory-mapped (bounded memory for large splits).
+    """
+    special = tokenizer.num_special_tokens
+
+    def encode(chunk: pa.Table) -> pa.Table:
+        encoded = tokenizer.encode_sequences(
+            chunk.column("item_ids"), chunk.column("event_types"), chunk.column("timestamps"),
+            max_length=max_length, return_arrow=True,
+        )  # fmt: skip
+        ids = encoded["input_ids"]
+        known = ids.flatten().to_numpy(zero_copy_only=False) >= special
+        rows = np.repeat(np.arange(len(ids)), pc.list_value_length(ids).to_numpy(zero_copy_only=False))
+        has_known = np.bincount(rows[known], minlength=len(ids)) > 0
+        return pa.table(_encoded_columns(encoded)).filter(pa.array(has_known))
+
+    fingerprint = _fingerprint(dataset, "seqbert.encode_for_pretraining", tokenizer, max_length=max_length)
     # A stable row id lets the masking collator seed each batch from its content (exact resume).
-    return encoded.add_column("row_id", list(range(encoded.num_rows)))
+    return _collect(_encode_chunks(_arrow_rows(dataset), encode, threads), fingerprint, cache_file, row_ids=True)
 
 
-def encode_for_next_item(dataset: Dataset, tokenizer: BehaviorTokenizer, max_length: int) -> Dataset:
+def encode_for_next_item(
+    dataset: Dataset, tokenizer: BehaviorTokenizer, max_length: int, *, threads: int | None = None
+) -> Dataset:
     """Evaluation rows → history + appended ``[MASK]``, and ``target_ids`` as item columns (-1 = unknown)."""
 
-    def encode(batch: dict[str, list]) -> dict[str, Any]:
-        encoded = tokenizer(batch, max_length=max_length, append_mask=True).data
-        targets = tokenizer.item_token_ids(batch["target_item_id"]) - tokenizer.num_special_tokens
-        encoded["target_ids"] = np.where(targets < 0, -1, targets).tolist()
-        return encoded
+    def encode(chunk: pa.Table) -> pa.Table:
+        encoded = tokenizer.encode_sequences(
+            chunk.column("item_ids"), chunk.column("event_types"), chunk.column("timestamps"),
+            max_length=max_length, append_mask=True, return_arrow=True,
+        )  # fmt: skip
+        targets = tokenizer.item_token_ids(chunk.column("target_item_id")) - tokenizer.num_special_tokens
+        columns = _encoded_columns(encoded)
+        columns["target_ids"] = pa.array(np.where(targets < 0, -1, targets).astype(np.int64))
+        return pa.table(columns)
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="Tokenizing evaluation rows")
+    fingerprint = _fingerprint(dataset, "seqbert.encode_for_next_item", tokenizer, max_length=max_length)
+    return _collect(_encode_chunks(_arrow_rows(dataset), encode, threads), fingerprint, None)
 
 
-def encode_for_classification(dataset: Dataset, tokenizer: BehaviorTokenizer, max_length: int) -> Dataset:
+def encode_for_classification(
+    dataset: Dataset, tokenizer: BehaviorTokenizer, max_length: int, *, threads: int | None = None
+) -> Dataset:
     """Labelled history rows → history + appended ``[MASK]`` (the pooled position) and ``labels``.
 
     The mask carries the gap from the last event to the row's ``cutoff`` (the prediction time), so
     the model sees recency exactly as a tabular model would.
     """
 
-    def encode(batch: dict[str, list]) -> dict[str, Any]:
-        columns = {key: batch[key] for key in ("item_ids", "event_types", "timestamps")}
-        encoded = tokenizer(columns, max_length=max_length, append_mask=True, query_timestamps=batch["cutoff"]).data
-        encoded["labels"] = list(batch["label"])
-        return encoded
+    def encode(chunk: pa.Table) -> pa.Table:
+        encoded = tokenizer.encode_sequences(
+            chunk.column("item_ids"), chunk.column("event_types"), chunk.column("timestamps"),
+            max_length=max_length, append_mask=True, return_arrow=True,
+            query_timestamps=chunk.column("cutoff").to_numpy(),
+        )  # fmt: skip
+        columns = _encoded_columns(encoded)
+        columns["labels"] = chunk.column("label")
+        return pa.table(columns)
 
-    return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="Tokenizing labelled rows")
+    fingerprint = _fingerprint(dataset, "seqbert.encode_for_classification", tokenizer, max_length=max_length)
+    return _collect(_encode_chunks(_arrow_rows(dataset), encode, threads), fingerprint, None)
 
 
 __all__ = ["PreparedData", "encode_for_classification", "encode_for_next_item", "encode_for_pretraining"]

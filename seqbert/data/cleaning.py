@@ -17,7 +17,9 @@
     all events of users with more than ``max_events_per_user`` events (counted after the steps above).
 ``rare_item``
     events of items seen in fewer than ``min_item_support`` events (counted once, after the steps
-    above; no k-core iteration).
+    above; no k-core iteration). The only rule that is not per user: a log cleaned one user
+    partition at a time passes the summed :func:`count_item_support` of all partitions as
+    ``item_support`` (see :mod:`seqbert.data.partitioned`).
 ``short_user``
     events of users left with fewer than ``min_user_events`` events.
 
@@ -353,6 +355,7 @@ def clean_events(
     max_events_per_user: int | None = None,
     min_item_support: int = 1,
     source: str | None = None,
+    item_support: pa.Table | None = None,
 ) -> tuple[datasets.Dataset, DropReport]:
     """Drop unusable rows and report how many were dropped for which reason.
 
@@ -365,6 +368,10 @@ def clean_events(
             (``bot_user``); ``None`` disables the step.
         min_item_support: items seen in fewer events are dropped (``rare_item``), applied once.
         source: a name (e.g. the file name) for messages and the report.
+        item_support: the events per item to use for ``rare_item`` instead of counting them in
+            ``events``: a table with ``item_id`` and ``count`` columns, e.g. the sum of
+            :func:`count_item_support` over all partitions of a log cleaned one partition at a time
+            (items are the one global rule: every other rule looks at one user's events only).
 
     Returns:
         ``(cleaned, report)``: the kept rows in input order with the canonical columns and
@@ -430,7 +437,9 @@ def clean_events(
     else:
         drop("bot_user", None)
 
-    if min_item_support > 1 and keep.any():
+    if min_item_support > 1 and keep.any() and item_support is not None:
+        drop("rare_item", _below_support(table.column("item_id"), item_support, int(min_item_support)))
+    elif min_item_support > 1 and keep.any():
         counts = np.bincount(items[keep], minlength=n_items)
         drop("rare_item", (counts < int(min_item_support))[items])
     else:
@@ -466,9 +475,42 @@ def clean_events(
             "deduplicate": bool(deduplicate),
             "max_events_per_user": max_events_per_user,
             "min_item_support": int(min_item_support),
+            **({"item_support": Hasher.hash(item_support)} if item_support is not None else {}),
         },
     )
     return datasets.Dataset(out, fingerprint=fingerprint), report
 
 
-__all__ = ["DROP_REASONS", "DropReport", "clean_events"]
+def _below_support(items: pa.ChunkedArray, support: pa.Table, minimum: int) -> np.ndarray:
+    """Rows whose item has fewer than ``minimum`` events in ``support`` (absent items count 0)."""
+    frequent = support.filter(pc.greater_equal(support.column("count"), minimum)).column("item_id")
+    return ~_bool_np(pc.is_in(items, value_set=frequent.combine_chunks()))
+
+
+def count_item_support(
+    events: datasets.Dataset | pa.Table,
+    *,
+    deduplicate: bool = True,
+    max_events_per_user: int | None = None,
+    source: str | None = None,
+) -> pa.Table:
+    """Events per item among the rows :func:`clean_events` keeps before its ``rare_item`` step
+    (after ``missing_field`` … ``bot_user``): a table of ``item_id`` and ``count``.
+
+    These rules only look at one user's events, so for a log partitioned by user the global support
+    is the sum over partitions (``pa.concat_tables`` then group by ``item_id``), which
+    ``clean_events(..., item_support=...)`` then applies to each partition.
+    """
+    kept, _ = clean_events(
+        events,
+        min_user_events=0,
+        deduplicate=deduplicate,
+        max_events_per_user=max_events_per_user,
+        min_item_support=1,
+        source=source,
+    )
+    counted = pc.value_counts(kept.data.table.column("item_id"))
+    return pa.table({"item_id": counted.field("values"), "count": counted.field("counts")})
+
+
+__all__ = ["DROP_REASONS", "DropReport", "clean_events", "count_item_support"]

@@ -1,0 +1,571 @@
+"""Prepare event logs larger than memory: partition by user on disk, prepare each partition, merge.
+
+:func:`prepare_partitioned` gives exactly what :func:`seqbert.prepare.prepare_file` gives (same
+sequences, splits, tokenizer vocabulary, drop report, statistics and protocol, in the same row
+order) while holding only one partition in memory at a time:
+
+1. **Partition** (one streaming pass over the input, :func:`seqbert.data.readers.iter_events`):
+   every event goes to partition ``stable_hash64(user_id) % num_partitions``, an Arrow IPC file on
+   disk. All events of a user land in the same partition, and each partition holds about
+   ``1 / num_partitions`` of the log.
+2. **Global item support** (only with ``min_item_support > 1``): ``rare_item`` is the one cleaning
+   rule that is not per user (missing fields, bad timestamps, unknown event types, duplicates,
+   bot users and short users all look at one user's events). Each partition counts its items after
+   the per-user rules before ``rare_item`` (:func:`~seqbert.data.cleaning.count_item_support`); the
+   counts are summed and every partition applies ``rare_item`` with the global counts.
+3. **Per partition**: clean → sequences (→ collapse repeated views) → split, written to disk.
+   A temporal split with fraction cutoffs needs global time quantiles: the cleaned timestamps of
+   all partitions are gathered first (8 bytes per event; pass explicit ``validation_start`` /
+   ``test_start`` for a fully bounded run) and the cutoffs computed exactly as in memory.
+4. **Merge**: every output table is sorted by ``user_id`` within a partition; a k-way merge on
+   ``user_id`` (in chunks of rows) restores the global order of the in-memory path. Drop reports
+   and protocol counts are summed; the tokenizer vocabulary comes from summed train item counts;
+   statistics from per-partition pieces. The merge writes the final data files of ``output_dir``
+   (the usual prepared-data folder) directly; the result is returned memory-mapped from there.
+
+Peak memory is about one partition's worth of :func:`~seqbert.prepare.prepare_events` plus
+per-user and per-item arrays (user ids, sequence lengths, item counts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, Features
+from datasets.fingerprint import generate_random_fingerprint
+from datasets.table import InMemoryTable
+
+from ..prepared import PreparedData
+from ..tokenization_seqbert import BehaviorTokenizer, stable_hash64
+from .arrow import to_arrow
+from .cleaning import DropReport, clean_events, count_item_support
+from .readers import iter_events
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_NUM_PARTITIONS = 8
+MERGE_ROWS = 1 << 16
+"""Rows (users) per chunk of the final k-way merge."""
+PART_BATCH_ROWS = 1 << 14
+"""Rows per record batch of the per-partition output files (what the merge reads at a time)."""
+OUTPUTS = ("sequences", "train", "validation", "test")
+_PARAMETER_KEYS = frozenset({"kind", "target", "targets", "min_history", "validation_start", "test_start"})
+"""Protocol entries that are parameters (equal in every partition), not counts to sum."""
+
+
+@dataclass
+class _Partitioned:
+    """The partition files of a log and what the partition pass learned."""
+
+    files: list[Path]
+    input_rows: int
+    schema: pa.Schema | None
+
+
+@dataclass
+class _PartOutput:
+    """One partition's prepared outputs (tables on disk) and its counts."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    report: DropReport | None = None
+    protocol: dict[str, Any] | None = None
+    pieces: dict[str, dict[str, Any]] = field(default_factory=dict)  # statistics pieces, "all" and "train"
+    train_counts: pa.Table | None = None
+
+
+# ------------------------------------------------------------------------------------------ arrow io
+def _write_file(table: pa.Table, path: Path) -> Path:
+    with pa.ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table, max_chunksize=PART_BATCH_ROWS)
+    return path
+
+
+def _file_schema(path: Path) -> pa.Schema:
+    with pa.OSFile(str(path)) as source:
+        return pa.ipc.open_file(source).schema
+
+
+def _read_file(path: Path, *, memory_map: bool = False) -> pa.Table:
+    source = pa.memory_map(str(path)) if memory_map else pa.OSFile(str(path))
+    with source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _dataset(table: pa.Table) -> Dataset:
+    """An in-memory Dataset without hashing the table for a fingerprint."""
+    return Dataset(InMemoryTable(table), fingerprint=generate_random_fingerprint())
+
+
+# ---------------------------------------------------------------------------------------- partition
+def partition_of(user_ids: pa.Array | pa.ChunkedArray, num_partitions: int) -> np.ndarray:
+    """Partition number of each event: ``stable_hash64(user_id) % num_partitions`` (null ids → 0).
+
+    Hashes the distinct ids of the batch only (events of a user usually come together).
+    """
+    encoded = pc.dictionary_encode(user_ids)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.unify_dictionaries() if encoded.num_chunks > 1 else encoded
+        chunks = encoded.chunks
+    else:
+        chunks = [encoded]
+    parts = []
+    for chunk in chunks:
+        buckets = (stable_hash64(chunk.dictionary) % np.uint64(num_partitions)).astype(np.int64)
+        indices = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        parts.append(np.where(indices >= 0, buckets[np.maximum(indices, 0)] if len(buckets) else 0, 0))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def partition_events(
+    batches: Iterable[pa.Table], folder: str | Path, num_partitions: int = DEFAULT_NUM_PARTITIONS
+) -> _Partitioned:
+    """Write canonical event batches (e.g. from :func:`~seqbert.data.readers.iter_events`) into
+    ``num_partitions`` Arrow IPC files in ``folder``, all events of a user in one file."""
+    if num_partitions < 1:
+        raise ValueError(f"num_partitions must be >= 1, got {num_partitions}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / f"events-{k:05d}.arrow" for k in range(num_partitions)]
+    writers: list[pa.ipc.RecordBatchFileWriter] = []
+    schema = None
+    rows = 0
+    started = time.perf_counter()
+    try:
+        for table in batches:
+            if schema is None:
+                schema = table.schema
+                writers = [pa.ipc.new_file(str(path), schema) for path in files]
+            elif table.schema != schema:
+                table = table.cast(schema)
+            part = partition_of(table.column("user_id"), num_partitions)
+            order = np.argsort(part, kind="stable")
+            counts = np.bincount(part, minlength=num_partitions)
+            ordered = table.take(pa.array(order))
+            start = 0
+            for k, count in enumerate(counts.tolist()):
+                if count:
+                    writers[k].write_table(ordered.slice(start, count))
+                start += count
+            rows += table.num_rows
+            logger.info("partition: %s events read (%.0f events/s)", f"{rows:,}", rows / (time.perf_counter() - started))
+    finally:
+        for writer in writers:
+            writer.close()
+    return _Partitioned(files if schema is not None else [], rows, schema)
+
+
+# -------------------------------------------------------------------------------------- statistics
+def _statistic_pieces(table: pa.Table) -> dict[str, Any]:
+    """What :func:`seqbert.data.sequences.sequence_statistics` needs, per partition."""
+    column = table.column("item_ids")
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    items = pc.list_flatten(column)
+    types = pc.value_counts(pc.list_flatten(table.column("event_types")))
+    return {
+        "users": table.num_rows,
+        "lengths": lengths,
+        "items": pc.unique(items.combine_chunks() if isinstance(items, pa.ChunkedArray) else items),
+        "types": {entry["values"].as_py(): entry["counts"].as_py() for entry in types},
+    }
+
+
+def _merge_statistics(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    lengths = np.concatenate([p["lengths"] for p in pieces]) if pieces else np.zeros(0, dtype=np.int64)
+    per_type: dict[str, int] = {}
+    for piece in pieces:
+        for name, count in piece["types"].items():
+            per_type[name] = per_type.get(name, 0) + count
+    items = pa.chunked_array([p["items"] for p in pieces], type=pa.string()) if pieces else pa.array([], pa.string())
+    return {
+        "users": int(sum(p["users"] for p in pieces)),
+        "items": int(pc.count_distinct(items).as_py()),
+        "events": int(lengths.sum()),
+        "events_per_type": dict(sorted(per_type.items())),
+        "sequence_length": {
+            f"p{q}": float(np.percentile(lengths, q)) if len(lengths) else 0.0 for q in (5, 25, 50, 75, 95, 100)
+        },
+    }
+
+
+def _merge_protocols(protocols: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the counts of per-partition protocol records; parameters must agree."""
+    merged: dict[str, Any] = {}
+    for protocol in protocols:
+        for key, value in protocol.items():
+            if key not in merged:
+                merged[key] = dict(value) if isinstance(value, dict) else value
+            elif isinstance(value, dict):
+                merged[key] = _merge_protocols([merged[key], value])
+            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and key not in _PARAMETER_KEYS:
+                merged[key] += int(value)
+            elif merged[key] != value:
+                raise RuntimeError(f"partitions disagree on protocol entry {key!r}: {merged[key]!r} != {value!r}")
+    return merged
+
+
+def _merge_reports(reports: list[DropReport], input_rows: int, source: str | None) -> DropReport:
+    report = DropReport.start(input_rows, source=source)
+    reasons: dict[str, int] = {}
+    for part in reports:
+        for reason, rows in part.dropped.items():
+            reasons[reason] = reasons.get(reason, 0) + rows
+    for reason, rows in reasons.items():
+        report.add(reason, rows)
+    report.check()
+    return report
+
+
+# -------------------------------------------------------------------------------------------- merge
+class _BatchQueue:
+    """Rows of one sorted partition file, consumed from the front one range at a time (streamed)."""
+
+    def __init__(self, path: Path):
+        self._source = pa.OSFile(str(path))
+        self._reader = pa.ipc.open_file(self._source)
+        self._next_batch = 0
+        self._buffer: list[pa.RecordBatch] = []
+        self._offset = 0  # rows of self._buffer[0] already consumed
+
+    def take(self, count: int) -> list[pa.RecordBatch]:
+        out = []
+        while count > 0:
+            if not self._buffer:
+                self._buffer.append(self._reader.get_batch(self._next_batch))
+                self._next_batch += 1
+                self._offset = 0
+            head = self._buffer[0]
+            size = min(count, head.num_rows - self._offset)
+            out.append(head.slice(self._offset, size))
+            self._offset += size
+            count -= size
+            if self._offset == head.num_rows:
+                self._buffer.pop(0)
+        return out
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def _user_ids(path: Path) -> pa.ChunkedArray:
+    """The ``user_id`` column of a partition file (memory-mapped: only that column's pages are read)."""
+    with pa.memory_map(str(path)) as source:
+        column = pa.ipc.open_file(source).read_all().column("user_id")
+        return pa.chunked_array([pa.concat_arrays(column.chunks)] if column.num_chunks else [], type=column.type)
+
+
+def _merge_sorted(files: list[Path], target: Path, schema: pa.Schema) -> int:
+    """k-way merge of tables each sorted by ``user_id`` into one Arrow IPC stream file with
+    ``schema`` (datasets' data-file format); returns the rows written. Only the user ids of all
+    partitions and one chunk of rows are in memory at a time."""
+    keys = [_user_ids(path) for path in files]
+    files = [path for path, key in zip(files, keys) if len(key)]
+    keys = [key for key in keys if len(key)]
+    if not files:
+        return 0
+    owner = np.repeat(np.arange(len(files)), [len(key) for key in keys])
+    order = pc.sort_indices(pa.chunked_array(keys, type=pa.string())).to_numpy()
+    owner = owner[order]
+    del keys, order
+    queues = [_BatchQueue(path) for path in files]
+    try:
+        with pa.ipc.new_stream(str(target), schema) as writer:
+            for start in range(0, len(owner), MERGE_ROWS):
+                chunk_owner = owner[start : start + MERGE_ROWS]
+                counts = np.bincount(chunk_owner, minlength=len(files))
+                # Rows of one partition are contiguous in its file and in order: take them from the front.
+                batches = [batch for k in np.flatnonzero(counts) for batch in queues[k].take(int(counts[k]))]
+                combined = pa.Table.from_batches(batches, schema=schema)
+                if np.count_nonzero(counts) > 1:
+                    grouped = np.argsort(chunk_owner, kind="stable")  # combined row p is chunk row grouped[p]
+                    inverse = np.empty_like(grouped)
+                    inverse[grouped] = np.arange(len(grouped))
+                    combined = combined.take(pa.array(inverse))
+                if combined.schema.equals(schema, check_metadata=False):
+                    combined = combined.replace_schema_metadata(schema.metadata)
+                else:
+                    combined = combined.cast(schema)
+                writer.write_table(combined)
+    finally:
+        for queue in queues:
+            queue.close()
+    return len(owner)
+
+
+def _install(folder: Path, data_file: Path) -> None:
+    """Put ``data_file`` in place of the (zero-row) data file of a dataset saved in ``folder``."""
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    names = [entry["filename"] for entry in state.get("_data_files", [])]
+    if len(names) != 1:
+        raise RuntimeError(f"unexpected datasets layout in {folder}: data files {names}")
+    shutil.move(str(data_file), str(folder / names[0]))
+
+
+# ---------------------------------------------------------------------------------------- main entry
+def prepare_partitioned(
+    path: str | Path | Iterable[pa.Table],
+    options: Any = None,
+    output_dir: str | Path | None = None,
+    num_partitions: int = DEFAULT_NUM_PARTITIONS,
+    *,
+    read_options: Mapping[str, Any] | None = None,
+    work_dir: str | Path | None = None,
+    keep_work_dir: bool = False,
+    batch_bytes: int = 32 << 20,
+    source_name: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> PreparedData:
+    """Prepare a log larger than memory; the same result as ``prepare_file(path, options, output_dir=...)``.
+
+    Args:
+        path: the event file (read with :func:`~seqbert.data.readers.iter_events` and
+            ``read_options``, the arguments of :func:`~seqbert.data.readers.read_events`), or an
+            iterable of canonical event tables (e.g. a public-dataset reader's batches; then give
+            ``source_name``).
+        options: a :class:`seqbert.prepare.PrepareOptions` (default: its defaults).
+        output_dir: the prepared-data folder to write (required: the result is too large to keep
+            in memory; it is returned memory-mapped from there).
+        num_partitions: number of user partitions; pick it so that one partition's preparation
+            fits in memory (roughly 0.5 GB per 1M events of a partition).
+        work_dir: where partitions go (default ``output_dir/_partitions``); deleted at the end
+            unless ``keep_work_dir``. Needs about twice the input's Arrow size in free disk.
+        batch_bytes: csv/tsv streaming block size (memory of the partition pass).
+        progress: called with a short message after each step (the benchmark prints them).
+
+    Returns:
+        The :class:`~seqbert.prepared.PreparedData`, loaded (memory-mapped) from ``output_dir``.
+    """
+    from ..prepare import PrepareOptions, file_sha256, temporal_cutoffs  # prepare imports data modules
+
+    options = options or PrepareOptions()
+    if output_dir is None:
+        raise ValueError("prepare_partitioned needs output_dir: the prepared data is written there.")
+    output_dir = Path(output_dir)
+    work = Path(work_dir) if work_dir is not None else output_dir / "_partitions"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    say = progress or (lambda message: logger.info("prepare_partitioned: %s", message))
+    started = time.perf_counter()
+
+    def step(message: str) -> None:
+        say(f"[{time.perf_counter() - started:7.1f}s] {message}")
+
+    _check_options(options)
+    if isinstance(path, (str, Path)):
+        source_name = source_name or Path(path).name
+        batches: Iterable[pa.Table] = iter_events(path, batch_bytes=batch_bytes, **dict(read_options or {}))
+        source = {"path": str(path), "sha256": None, "read_options": dict(read_options or {})}
+    else:
+        batches, source = path, {"read_options": dict(read_options or {})}
+
+    try:
+        parts = partition_events(batches, work / "events", num_partitions)
+        if "sha256" in source:
+            source["sha256"] = file_sha256(source["path"])
+        step(f"partitioned {parts.input_rows:,} events into {num_partitions} partitions")
+
+        clean_kwargs = dict(
+            min_user_events=options.min_user_events,
+            deduplicate=options.deduplicate,
+            max_events_per_user=options.max_events_per_user,
+            min_item_support=options.min_item_support,
+            source=source_name,
+            **options.clean,
+        )
+        support = None
+        if options.min_item_support > 1:
+            counts = [
+                count_item_support(
+                    _read_file(file), deduplicate=options.deduplicate, max_events_per_user=options.max_events_per_user
+                )
+                for file in parts.files
+            ]
+            merged = pa.concat_tables(counts).group_by("item_id", use_threads=False).aggregate([("count", "sum")])
+            support = merged.rename_columns(["item_id", "count"])
+            step(f"global item support counted ({support.num_rows:,} items)")
+
+        needs_cutoffs = options.split == "temporal" and options.test_start is None
+        cutoffs = None
+        if options.split == "temporal" and not needs_cutoffs:
+            cutoffs = temporal_cutoffs(_dataset(pa.table({"timestamp": pa.array([], pa.int64())})), options)
+        outputs = [_PartOutput() for _ in parts.files]
+        timestamps: list[np.ndarray] | None = [] if needs_cutoffs else None
+        for k, file in enumerate(parts.files):
+            out = outputs[k]
+            sequences = _clean_and_sequence(_read_file(file), options, clean_kwargs, support, out, timestamps)
+            file.unlink()
+            if sequences is None:
+                continue
+            if needs_cutoffs:
+                out.files["sequences"] = _write_file(sequences, work / f"sequences-{k:05d}.arrow")
+            else:
+                _split_part(sequences, options, cutoffs, out, work, k)
+            step(f"partition {k + 1}/{len(parts.files)} prepared ({out.report.input_rows:,} events)")
+
+        if needs_cutoffs:
+            all_times = np.concatenate(timestamps) if timestamps else np.zeros(0, dtype=np.int64)
+            cutoffs = temporal_cutoffs(_dataset(pa.table({"timestamp": all_times})), options)
+            del all_times, timestamps
+            for k, out in enumerate(outputs):
+                if "sequences" in out.files:
+                    _split_part(_read_file(out.files["sequences"]), options, cutoffs, out, work, k)
+            step(f"temporal cutoffs {cutoffs}; partitions split")
+
+        live = [out for out in outputs if out.protocol is not None]
+        if not live:
+            raise ValueError("No events left to build sequences from (check the drop report).")
+        # Merge straight into data files in datasets' format (the schema carries the features), so
+        # that saving is a move, not a second copy read back through memory maps.
+        schemas = {name: _file_schema(live[0].files[name]) for name in OUTPUTS}
+        merged_rows = {}
+        for name in OUTPUTS:
+            schema = Features.from_arrow_schema(schemas[name]).arrow_schema
+            merged_rows[name] = _merge_sorted([out.files[name] for out in live], work / f"{name}.arrow", schema)
+        step("partitions merged in user order")
+
+        train_counts = pa.concat_tables([out.train_counts for out in live])
+        tokenizer = BehaviorTokenizer.from_item_counts(
+            train_counts.column("item"),
+            train_counts.column("count"),
+            min_count=options.vocab_min_count,
+            max_size=options.vocab_max_size,
+            max_length=options.max_length,
+            **_tokenizer_options(options),
+        )
+        protocol = _merge_protocols([out.protocol for out in live])
+        protocol.update(
+            source_name=source_name,
+            source=dict(source or {}),
+            options=asdict(options),
+            vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
+            partitioning={"num_partitions": num_partitions, "partition": "stable_hash64(user_id) % num_partitions"},
+        )
+        statistics = {key: _merge_statistics([out.pieces[key] for out in live]) for key in ("all", "train")}
+        report = _merge_reports([out.report for out in outputs], parts.input_rows, source_name)
+
+        def empty(name: str) -> Dataset:
+            return _dataset(schemas[name].empty_table())
+
+        # The folder layout, tokenizer and records through PreparedData.save (zero-row datasets),
+        # then the merged data files take the place of the empty ones.
+        PreparedData(
+            splits=DatasetDict(train=empty("train"), validation=empty("validation"), test=empty("test")),
+            sequences=empty("sequences"),
+            tokenizer=tokenizer,
+            protocol=protocol,
+            statistics=statistics,
+            drop_report=report.to_dict(),
+        ).save(output_dir)
+        for name in OUTPUTS:
+            if merged_rows[name]:
+                folder = output_dir / "sequences" if name == "sequences" else output_dir / "dataset" / name
+                _install(folder, work / f"{name}.arrow")
+        step(f"saved to {output_dir}")
+    finally:
+        if not keep_work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    prepared = PreparedData.load(output_dir)
+    got = {"sequences": prepared.sequences.num_rows, **{name: prepared.splits[name].num_rows for name in OUTPUTS[1:]}}
+    if got != merged_rows:  # pragma: no cover - internal consistency
+        raise RuntimeError(f"saved rows {got} differ from the merged rows {merged_rows}")
+    return prepared
+
+
+def _check_options(options: Any) -> None:
+    """The option checks of :func:`seqbert.prepare.prepare_events`, before any work."""
+    from .splits import LOO_TARGETS
+
+    loo_target = getattr(options, "loo_target", "last_event")
+    if loo_target not in LOO_TARGETS:
+        raise ValueError(f"Unknown loo_target {loo_target!r}; use one of {', '.join(LOO_TARGETS)}.")
+    if options.split != "leave_one_out" and loo_target != "last_event":
+        raise ValueError(f"loo_target={loo_target!r} only applies to split='leave_one_out'.")
+    if options.split not in ("leave_one_out", "temporal"):
+        raise ValueError(f"Unknown split {options.split!r}; use 'leave_one_out' or 'temporal'.")
+
+
+def _tokenizer_options(options: Any) -> dict[str, Any]:
+    """Tokenizer options that PrepareOptions may carry (unseen-item handling)."""
+    return {name: getattr(options, name) for name in ("unseen_items", "num_hash_buckets") if hasattr(options, name)}
+
+
+def _clean_and_sequence(
+    events: pa.Table,
+    options: Any,
+    clean_kwargs: dict[str, Any],
+    support: pa.Table | None,
+    out: _PartOutput,
+    timestamps: list[np.ndarray] | None,
+) -> pa.Table | None:
+    """Clean one partition and build its sequences (as :func:`seqbert.prepare.prepare_events` does);
+    append the cleaned timestamps to ``timestamps`` (temporal cutoffs) unless it is None."""
+    from .sequences import build_sequences, collapse_repeated_views, drop_short_sequences
+
+    cleaned, report = clean_events(events, item_support=support, **clean_kwargs)
+    del events
+    out.report = report
+    if timestamps is not None:
+        timestamps.append(to_arrow(cleaned).column("timestamp").to_numpy())
+    if cleaned.num_rows == 0:
+        # prepare_events would apply these steps to the other partitions' users: count them as zero.
+        if options.collapse_repeated_views:
+            report.add("collapsed_repeat_view", 0)
+            report.add("short_user", 0)
+        return None
+    sequences = build_sequences(cleaned, session_gap_seconds=options.session_gap_seconds)
+    del cleaned
+    if options.collapse_repeated_views:
+        sequences, collapsed = collapse_repeated_views(sequences, within_session=options.collapse_within_session)
+        report.add("collapsed_repeat_view", collapsed)
+        sequences, short_events, _ = drop_short_sequences(sequences, options.min_user_events)
+        report.add("short_user", short_events)
+        report.check()
+        if sequences.num_rows == 0:
+            return None
+    return to_arrow(sequences)
+
+
+def _split_part(
+    sequences: pa.Table, options: Any, cutoffs: tuple[int, int] | None, out: _PartOutput, work: Path, k: int
+) -> None:
+    """Split one partition's sequences; write sequences and splits; keep the counts."""
+    from .splits import leave_one_out, temporal_split
+
+    data = _dataset(sequences)
+    if options.split == "leave_one_out":
+        splits, protocol = leave_one_out(
+            data, min_history=options.min_history, target=getattr(options, "loo_target", "last_event")
+        )
+    else:
+        validation_start, test_start = cutoffs
+        splits, protocol = temporal_split(
+            data, validation_start=validation_start, test_start=test_start, min_history=options.min_history
+        )
+    out.protocol = protocol
+    out.pieces = {"all": _statistic_pieces(sequences)}
+    out.files["sequences"] = _write_file(sequences, work / f"sequences-{k:05d}.arrow")
+    for name in ("train", "validation", "test"):
+        table = splits[name].with_format("arrow")[:] if splits[name].num_rows else splits[name].data.table.slice(0, 0)
+        out.files[name] = _write_file(table, work / f"{name}-{k:05d}.arrow")
+        if name == "train":
+            out.pieces["train"] = _statistic_pieces(table)
+            counted = pc.value_counts(pc.list_flatten(table.column("item_ids")))
+            out.train_counts = pa.table({"item": counted.field("values"), "count": counted.field("counts")})
+
+
+def iter_partition_files(folder: str | Path) -> Iterator[Path]:
+    """The partition files a kept ``work_dir`` holds (for inspection)."""
+    yield from sorted(Path(folder).glob("events-*.arrow"))
+
+
+__all__ = ["DEFAULT_NUM_PARTITIONS", "partition_events", "partition_of", "prepare_partitioned"]
