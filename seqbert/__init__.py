@@ -22,6 +22,8 @@ from .modeling_seqbert import (
     SeqBertPreTrainedModel,
 )
 from .tokenization_seqbert import BehaviorTokenizer
+from .inference import Classifier, Recommender
+from .pipelines import register_pipelines
 
 __version__ = "0.1.0"
 
@@ -36,9 +38,12 @@ SeqBertModel.register_for_auto_class("AutoModel")
 SeqBertForMaskedBehaviorModeling.register_for_auto_class("AutoModelForMaskedLM")
 SeqBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 BehaviorTokenizer.register_for_auto_class("AutoTokenizer")
+register_pipelines()  # transformers.pipeline("next-behavior-recommendation" | "behavior-classification", ...)
 
 __all__ = [
     "BehaviorTokenizer",
+    "Classifier",
+    "Recommender",
     "MaskedBehaviorModelingOutput",
     "SeqBertConfig",
     "SeqBertForMaskedBehaviorModeling",

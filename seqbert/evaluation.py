@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .inference import score_next_items
 from .metrics.functional import ranking_metrics
 
 Scorer = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
@@ -92,12 +93,14 @@ def evaluate_scorer(
 
 
 def model_scorer(model: torch.nn.Module) -> Scorer:
-    """Scorer of a masked-behavior model: scores at the appended ``[MASK]`` position."""
+    """Scorer of a masked-behavior model: scores at the appended ``[MASK]`` position.
+
+    It is :func:`seqbert.inference.score_next_items`, the function ``Recommender`` serves with, so the
+    offline metrics describe exactly the ranking users get.
+    """
 
     def score(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return model.next_item_scores(
-            batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]
-        )
+        return score_next_items(model, batch)
 
     return score
 

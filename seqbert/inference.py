@@ -1,0 +1,603 @@
+"""Using a trained SeqBERT model: next-item recommendations, user / item embeddings, purchase probabilities.
+
+Input is what an application has at hand: one user's raw events, a list of dicts with ``item_id``,
+``event_type`` and ``timestamp`` (unix seconds; any order, they are sorted by time), or a batch of such
+lists. Output uses the user's own external item ids.
+
+The scoring is :func:`score_next_items`, the same function :func:`seqbert.evaluation.model_scorer` uses,
+so the offline metrics of a model describe exactly the ranking :class:`Recommender` serves (tested).
+
+Self-contained like the modeling files: it imports only numpy, torch, transformers and its sibling
+model / tokenizer files, so that :mod:`seqbert.pipelines` can be copied into a model folder with it for
+``pipeline(..., trust_remote_code=True)`` on machines without seqbert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .modeling_seqbert import last_token_index
+from .tokenization_seqbert import BehaviorTokenizer
+
+logger = logging.getLogger(__name__)
+
+MODEL_INPUT_NAMES = ("input_ids", "behavior_ids", "time_ids", "attention_mask")
+
+
+class InvalidEventsError(ValueError):
+    """Raised for malformed raw events (missing field, non-integer timestamp, unknown event type...)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one scoring function (shared with seqbert.evaluation)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def score_next_items(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Next-item scores `(batch_size, num_items)` of a padded batch; column ``j`` is token id ``j + num_special_tokens``.
+
+    ``batch`` holds ``input_ids``, ``behavior_ids``, ``time_ids`` and ``attention_mask`` with the appended
+    ``[MASK]`` as each row's last real token (``BehaviorTokenizer(..., append_mask=True)``). ``model`` is a
+    :class:`~seqbert.SeqBertForMaskedBehaviorModeling` or anything with the same ``next_item_scores``
+    method (e.g. :class:`seqbert.export.OnnxNextItemModel`). Scores are logits: a softmax over the
+    columns gives next-item probabilities. Offline evaluation and :class:`Recommender` both call this.
+    """
+    return model.next_item_scores(
+        batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]
+    )
+
+
+@torch.no_grad()
+def user_hidden_states(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Encoder output `(batch_size, hidden_size)` at each row's last real token (the appended ``[MASK]``)."""
+    encoder = model.seqbert if hasattr(model, "seqbert") else model
+    hidden = encoder(
+        batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]
+    ).last_hidden_state
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, last_token_index(batch["attention_mask"])]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw events -> model inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def is_single_user(events: Any) -> bool:
+    """Whether ``events`` is one user's event list (a list of dicts, possibly empty) rather than a batch."""
+    if isinstance(events, (Mapping, str, bytes)):
+        raise InvalidEventsError(
+            "Pass one user's events as a list of dicts with 'item_id', 'event_type' and 'timestamp', "
+            "or a batch as a list of such lists."
+        )
+    if not isinstance(events, Sequence):
+        raise InvalidEventsError(f"Events must be a list, got {type(events).__name__}.")
+    return len(events) == 0 or isinstance(events[0], Mapping)
+
+
+def event_columns(
+    batch: Sequence[Sequence[Mapping[str, Any]]],
+) -> tuple[list[list[str]], list[list[str]], list[list[int]]]:
+    """Raw event dicts → parallel ``item_ids``, ``event_types``, ``timestamps`` lists, each user sorted by time.
+
+    Raises:
+        InvalidEventsError: naming the user and event index of the first malformed event.
+    """
+    items, types, times = [], [], []
+    for user, sequence in enumerate(batch):
+        if isinstance(sequence, (Mapping, str, bytes)) or not isinstance(sequence, Sequence):
+            raise InvalidEventsError(f"User {user}: expected a list of event dicts, got {type(sequence).__name__}.")
+        user_items, user_types, user_times = [], [], []
+        for index, event in enumerate(sequence):
+            try:
+                item, event_type, timestamp = event["item_id"], event["event_type"], event["timestamp"]
+                if item is None or event_type is None or isinstance(timestamp, bool):
+                    raise TypeError
+                timestamp = int(timestamp)
+            except (KeyError, TypeError, ValueError, OverflowError):
+                raise _event_error(user, index, event) from None
+            user_items.append(item if type(item) is str else str(item))
+            user_types.append(event_type if type(event_type) is str else str(event_type))
+            user_times.append(timestamp)
+        if any(later < earlier for earlier, later in zip(user_times, user_times[1:])):
+            order = sorted(range(len(user_times)), key=user_times.__getitem__)  # stable: ties keep their order
+            user_items = [user_items[i] for i in order]
+            user_types = [user_types[i] for i in order]
+            user_times = [user_times[i] for i in order]
+        items.append(user_items)
+        types.append(user_types)
+        times.append(user_times)
+    return items, types, times
+
+
+def _event_error(user: int, index: int, event: Any) -> InvalidEventsError:
+    where = f"User {user}, event {index}"
+    if not isinstance(event, Mapping):
+        return InvalidEventsError(f"{where}: expected a dict, got {type(event).__name__}.")
+    missing = [key for key in ("item_id", "event_type", "timestamp") if event.get(key) is None]
+    if missing:
+        return InvalidEventsError(
+            f"{where}: missing {', '.join(missing)} (each event needs 'item_id', 'event_type' and 'timestamp')."
+        )
+    return InvalidEventsError(f"{where}: timestamp must be unix seconds (an integer), got {event['timestamp']!r}.")
+
+
+@dataclass
+class EncodedEvents:
+    """A batch of users' events as model inputs, plus what inference needs to know about them.
+
+    Attributes:
+        inputs: ``input_ids``, ``behavior_ids``, ``time_ids``, ``attention_mask`` (left-padded, mask appended).
+        single: whether the caller passed one user's events (not a batch).
+        item_token_ids: per user, every event's item token id, oldest first (unknown items get a special id).
+        unknown_events: per user, how many events have an item unknown to the vocabulary.
+        last_timestamps: per user, the latest event time (``None`` without events).
+    """
+
+    inputs: dict[str, torch.Tensor]
+    single: bool
+    item_token_ids: list[np.ndarray]
+    unknown_events: list[int]
+    last_timestamps: list[int | None]
+
+
+def encode_events(
+    tokenizer: BehaviorTokenizer,
+    events: Any,
+    *,
+    max_length: int,
+    device: torch.device | str | None = None,
+    query_timestamps: Sequence[int] | int | None = None,
+    use_query_time: bool = False,
+) -> EncodedEvents:
+    """Tokenize one user's raw events or a batch, with the appended ``[MASK]`` ("what comes next").
+
+    ``use_query_time``: give the mask the gap from the last event to ``query_timestamps`` (the prediction
+    time, default: each user's last event, i.e. a gap of 0), as purchase fine-tuning does. Next-item
+    inference does not: pretraining and evaluation leave the mask's gap unknown.
+    """
+    single = is_single_user(events)
+    batch = [events] if single else list(events)
+    items, types, times = event_columns(batch)
+    last_timestamps = [row[-1] if row else None for row in times]
+
+    queries = None
+    if use_query_time:
+        if query_timestamps is None:
+            queries = [last if last is not None else 0 for last in last_timestamps]
+        elif np.ndim(query_timestamps) == 0:
+            queries = [int(query_timestamps)] * len(batch)
+        else:
+            queries = [int(q) for q in query_timestamps]
+            if len(queries) != len(batch):
+                raise InvalidEventsError(
+                    f"query_timestamp needs one value per user ({len(batch)}), got {len(queries)}."
+                )
+    try:
+        encoded = tokenizer.encode_sequences(
+            items, types, times, append_mask=True, query_timestamps=queries, max_length=max_length, return_tensors="pt"
+        )
+    except ValueError as error:  # unknown event types
+        raise InvalidEventsError(str(error)) from None
+    # Every event's item token id: read off the encoding when the whole history fits (left padding, mask
+    # last), else (history truncated) from the tokenizer, so `exclude_seen` and the counts see all events.
+    input_ids = encoded["input_ids"].numpy()
+    length, keep = input_ids.shape[1], max_length - 1
+    per_user = [
+        input_ids[row, length - 1 - len(user_items) : length - 1]
+        if len(user_items) <= keep
+        else tokenizer.item_token_ids(user_items)
+        for row, user_items in enumerate(items)
+    ]
+    inputs = {name: encoded[name].to(device) if device is not None else encoded[name] for name in MODEL_INPUT_NAMES}
+    # Unseen items get a special id: [UNK], or a hash bucket with unseen_items="hash" (all below the items).
+    unknown = [int((ids < tokenizer.num_special_tokens).sum()) for ids in per_user]
+    return EncodedEvents(inputs, single, per_user, unknown, last_timestamps)
+
+
+def _chunks(events: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(events), size):
+        yield events[start : start + size]
+
+
+def _device_of(model: Any, device: torch.device | str | None) -> torch.device | None:
+    if device is not None:
+        return torch.device(device)
+    model_device = getattr(model, "device", None)
+    return torch.device(model_device) if model_device is not None else None
+
+
+def _max_length(model: Any, tokenizer: BehaviorTokenizer, max_length: int | None) -> int:
+    if max_length is not None:
+        return int(max_length)
+    limits = [tokenizer.max_length, getattr(getattr(model, "config", None), "max_position_embeddings", None)]
+    return int(min(limit for limit in limits if limit))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recommender
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recommendations:
+    """One user's top items, best first. Iterating yields ``(item_id, score)`` pairs.
+
+    Attributes:
+        item_ids: external item ids (the catalog's own ids).
+        scores: their model scores (logits over the full catalog; higher is better).
+        unknown_events: how many of the user's events have an item the model never saw in training
+            (cold-start items: encoded as ``[UNK]``, or a hash bucket if the tokenizer has them; the
+            events still count in the history and the time gaps).
+        unknown_candidates: requested candidates that are not in the model's catalog (not ranked).
+    """
+
+    item_ids: list[str]
+    scores: list[float]
+    unknown_events: int = 0
+    unknown_candidates: list[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        return iter(zip(self.item_ids, self.scores))
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [{"item_id": item, "score": score} for item, score in self],
+            "unknown_events": self.unknown_events,
+            "unknown_candidates": list(self.unknown_candidates),
+        }
+
+
+class Recommender:
+    """Next-item recommendations and embeddings from a masked-behavior SeqBERT model.
+
+    Example:
+
+    ```python
+    rec = Recommender.from_pretrained("runs/demo/seqbert-pretrained")
+    events = [{"item_id": "i00042", "event_type": "view", "timestamp": 1_700_000_000}]
+    for item_id, score in rec.recommend(events, k=5):
+        print(item_id, score)
+    ```
+
+    Args:
+        model: a :class:`~seqbert.SeqBertForMaskedBehaviorModeling` (or any object with its
+            ``next_item_scores`` method and a ``config``, e.g. :class:`seqbert.export.OnnxNextItemModel`).
+        tokenizer: the model's :class:`~seqbert.BehaviorTokenizer`.
+        max_length: longest encoded history, appended mask included (default: the smaller of the
+            tokenizer's and the model's limit); older events are dropped.
+        batch_size: users scored per forward pass for batch inputs.
+        device: where inputs go (default: the model's device).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: BehaviorTokenizer,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = _max_length(model, tokenizer, max_length)
+        self.batch_size = int(batch_size)
+        self.device = _device_of(model, device)
+        num_items = getattr(getattr(model, "config", None), "num_items", None)
+        if num_items is not None and num_items != len(tokenizer.items):
+            raise ValueError(
+                f"The model scores {num_items} items but the tokenizer has {len(tokenizer.items)}: "
+                "load both from the same folder."
+            )
+        self._item_array = np.array(tokenizer.items, dtype=object)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> Recommender:
+        """Load the model and tokenizer of a saved masked-behavior folder (CPU unless ``device`` says otherwise).
+
+        Keyword arguments other than ``max_length``, ``batch_size`` go to ``from_pretrained`` of the model.
+        """
+        from .modeling_seqbert import SeqBertForMaskedBehaviorModeling
+
+        options = {key: kwargs.pop(key) for key in ("max_length", "batch_size") if key in kwargs}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model = SeqBertForMaskedBehaviorModeling.from_pretrained(folder, **kwargs).to(device).eval()
+        tokenizer = BehaviorTokenizer.from_pretrained(folder)
+        return cls(model, tokenizer, device=device, **options)
+
+    @property
+    def items(self) -> list[str]:
+        """The catalog: external item ids in score-column order."""
+        return self.tokenizer.items
+
+    @property
+    def num_items(self) -> int:
+        return len(self._item_array)
+
+    # ----------------------------------------------------------------- scoring
+    def encode(self, events: Any) -> EncodedEvents:
+        """Model inputs for one user's raw events or a batch (next-item form: the mask's gap is unknown)."""
+        return encode_events(self.tokenizer, events, max_length=self.max_length, device=self.device)
+
+    def score(self, events: Any) -> torch.Tensor:
+        """Raw scores `(num_users, num_items)` over the whole catalog (columns in :attr:`items` order)."""
+        single = is_single_user(events)
+        batch = [events] if single else list(events)
+        scores = [score_next_items(self.model, self.encode(chunk).inputs) for chunk in _chunks(batch, self.batch_size)]
+        if not scores:
+            return torch.zeros(0, self.num_items)
+        return torch.cat([s.float().cpu() for s in scores])
+
+    def recommend(
+        self,
+        events: Any,
+        k: int = 10,
+        *,
+        exclude_seen: bool = False,
+        candidates: Sequence[str] | Sequence[Sequence[str]] | None = None,
+    ) -> Recommendations | list[Recommendations]:
+        """Top-``k`` next items for one user's events (a :class:`Recommendations`) or a batch (a list of them).
+
+        Args:
+            events: one user's events (list of dicts with ``item_id``, ``event_type``, ``timestamp``) or a
+                list of such lists. Items unseen in training are encoded as ``[UNK]`` and counted in
+                ``Recommendations.unknown_events``; unknown event types raise :class:`InvalidEventsError`.
+            k: how many items (fewer if the catalog, the candidates or the unseen items run out).
+            exclude_seen: drop every catalog item that appears anywhere in the events passed.
+            candidates: rank only these external ids (one list for every user, or one list per user);
+                ids not in the catalog are listed in ``Recommendations.unknown_candidates``.
+        """
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}.")
+        single = is_single_user(events)
+        batch = [events] if single else list(events)
+        per_user_candidates = self._candidate_lists(candidates, len(batch))
+        results: list[Recommendations] = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = batch[start : start + self.batch_size]
+            encoded = self.encode(chunk)
+            scores = score_next_items(self.model, encoded.inputs).float().cpu()
+            chunk_candidates = per_user_candidates[start : start + len(chunk)] if per_user_candidates else None
+            results.extend(self.rank(scores, encoded, k, exclude_seen=exclude_seen, candidates=chunk_candidates))
+        return results[0] if single else results
+
+    def rank(
+        self,
+        scores: torch.Tensor,
+        encoded: EncodedEvents,
+        k: int,
+        *,
+        exclude_seen: bool = False,
+        candidates: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[Recommendations]:
+        """Scores `(num_users, num_items)` → per-user :class:`Recommendations` (seen / candidate filtering, top-k)."""
+        scores = scores.clone()
+        offset = self.tokenizer.num_special_tokens
+        unknown_candidates: list[list[str]] = [[] for _ in range(scores.shape[0])]
+        if exclude_seen:
+            for row, ids in enumerate(encoded.item_token_ids):
+                seen = ids[ids >= offset] - offset
+                if len(seen):
+                    scores[row, torch.as_tensor(seen)] = float("-inf")
+        if candidates is not None:
+            allowed = torch.zeros_like(scores, dtype=torch.bool)
+            for row, wanted in enumerate(candidates):
+                if wanted is None:
+                    allowed[row] = True
+                    continue
+                wanted = list(dict.fromkeys(str(item) for item in wanted))
+                ids = self.tokenizer.item_token_ids(wanted) if wanted else np.zeros(0, dtype=np.int64)
+                known = ids >= offset
+                unknown_candidates[row] = [item for item, ok in zip(wanted, known.tolist()) if not ok]
+                allowed[row, torch.as_tensor(ids[known] - offset, dtype=torch.long)] = True
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        top_scores, top_columns = scores.topk(min(int(k), scores.shape[1]), dim=1)
+        unknown = encoded.unknown_events
+        results = []
+        for row in range(scores.shape[0]):
+            finite = torch.isfinite(top_scores[row])
+            columns = top_columns[row][finite].numpy()
+            results.append(
+                Recommendations(
+                    item_ids=self._item_array[columns].tolist(),
+                    scores=top_scores[row][finite].tolist(),
+                    unknown_events=unknown[row],
+                    unknown_candidates=unknown_candidates[row],
+                )
+            )
+            if unknown[row]:
+                logger.debug("User %d: %d event(s) with items unknown to the model ([UNK]).", row, unknown[row])
+        return results
+
+    @staticmethod
+    def _candidate_lists(candidates: Any, num_users: int) -> list[Sequence[str] | None] | None:
+        if candidates is None:
+            return None
+        if isinstance(candidates, (str, bytes)) or not isinstance(candidates, Sequence):
+            raise ValueError("candidates must be a list of item ids (or one list per user).")
+        per_user = len(candidates) > 0 and all(
+            item is None or (isinstance(item, Sequence) and not isinstance(item, (str, bytes))) for item in candidates
+        )
+        if not per_user:
+            return [candidates] * num_users
+        if len(candidates) != num_users:
+            raise ValueError(f"candidates has {len(candidates)} lists for {num_users} users.")
+        return list(candidates)
+
+    # ----------------------------------------------------------------- embeddings
+    def embed_users(self, events: Any) -> np.ndarray:
+        """User vectors: the encoder's hidden state at the appended ``[MASK]`` (after the final LayerNorm).
+
+        Returns `(hidden_size,)` for one user's events, `(num_users, hidden_size)` for a batch.
+        """
+        if not hasattr(self.model, "seqbert"):
+            raise TypeError("embed_users needs the PyTorch model (an exported ONNX scorer has no hidden states).")
+        single = is_single_user(events)
+        batch = [events] if single else list(events)
+        vectors = [
+            user_hidden_states(self.model, self.encode(chunk).inputs).float().cpu()
+            for chunk in _chunks(batch, self.batch_size)
+        ]
+        matrix = torch.cat(vectors).numpy() if vectors else np.zeros((0, self.model.config.hidden_size), np.float32)
+        return matrix[0] if single else matrix
+
+    def item_embeddings(self) -> tuple[list[str], np.ndarray]:
+        """The catalog's external ids and their item embeddings `(num_items, hidden_size)` (float32).
+
+        These are the input embeddings, tied to the output layer: an item's score is
+        ``head.transform(user_hidden) @ embedding + bias``.
+        """
+        if not hasattr(self.model, "get_input_embeddings"):
+            raise TypeError("item_embeddings needs the PyTorch model.")
+        weight = self.model.get_input_embeddings().weight[self.tokenizer.num_special_tokens :]
+        return self.items, weight.detach().float().cpu().numpy().copy()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Classifier (purchase prediction)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """One user's predicted probability of the positive label, and how many events had unknown items."""
+
+    probability: float
+    unknown_events: int = 0
+    query_timestamp: int | None = None
+
+
+class Classifier:
+    """Probabilities from a fine-tuned :class:`~seqbert.SeqBertForSequenceClassification` folder.
+
+    The classifier pools the appended ``[MASK]``, whose time id encodes the gap from the user's last event
+    to the *prediction time* (fine-tuning uses the label cutoff). Pass that time as ``query_timestamp``
+    (unix seconds, e.g. "now"); by default it is each user's last event's timestamp (a gap of 0), which
+    suits scoring right after an event but underestimates the recency gap otherwise.
+
+    Args:
+        model: the classification model; tokenizer: its tokenizer.
+        positive_label: the label whose probability :meth:`predict_proba` returns (default 1, "purchase").
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: BehaviorTokenizer,
+        *,
+        max_length: int | None = None,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,
+        positive_label: int = 1,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = _max_length(model, tokenizer, max_length)
+        self.batch_size = int(batch_size)
+        self.device = _device_of(model, device)
+        self.positive_label = int(positive_label)
+        num_labels = int(getattr(model.config, "num_labels", 2))
+        if num_labels > 1 and not 0 <= self.positive_label < num_labels:
+            raise ValueError(f"positive_label {positive_label} is not one of the model's {num_labels} labels.")
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str, *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, **kwargs: Any
+    ) -> Classifier:
+        """Load a saved classifier folder (CPU unless ``device`` says otherwise)."""
+        from .modeling_seqbert import SeqBertForSequenceClassification
+
+        options = {key: kwargs.pop(key) for key in ("max_length", "batch_size", "positive_label") if key in kwargs}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model = SeqBertForSequenceClassification.from_pretrained(folder, **kwargs).to(device).eval()
+        return cls(model, BehaviorTokenizer.from_pretrained(folder), device=device, **options)
+
+    @property
+    def label_name(self) -> str:
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return str(id2label.get(self.positive_label, self.positive_label))
+
+    @torch.no_grad()
+    def _probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.model(**{name: inputs[name] for name in MODEL_INPUT_NAMES}).logits.float()
+        if logits.shape[-1] == 1:
+            return torch.sigmoid(logits[:, 0])
+        return torch.softmax(logits, dim=-1)[:, self.positive_label]
+
+    def predict(
+        self, events: Any, query_timestamp: int | Sequence[int] | None = None
+    ) -> Prediction | list[Prediction]:
+        """:class:`Prediction` for one user's events, or a list for a batch (``query_timestamp``: one or per user)."""
+        single = is_single_user(events)
+        batch = [events] if single else list(events)
+        if query_timestamp is not None and np.ndim(query_timestamp) > 0 and len(query_timestamp) != len(batch):
+            raise InvalidEventsError(
+                f"query_timestamp needs one value per user ({len(batch)}), got {len(query_timestamp)}."
+            )
+        results: list[Prediction] = []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = batch[start : start + self.batch_size]
+            queries = query_timestamp
+            if query_timestamp is not None and np.ndim(query_timestamp) > 0:
+                queries = list(query_timestamp)[start : start + len(chunk)]
+            encoded = encode_events(
+                self.tokenizer,
+                chunk,
+                max_length=self.max_length,
+                device=self.device,
+                query_timestamps=queries,
+                use_query_time=True,
+            )
+            probabilities = self._probabilities(encoded.inputs).cpu().tolist()
+            for row, probability in enumerate(probabilities):
+                if queries is None:
+                    query = encoded.last_timestamps[row]
+                else:
+                    query = int(queries) if np.ndim(queries) == 0 else int(queries[row])
+                results.append(Prediction(float(probability), encoded.unknown_events[row], query))
+        return results[0] if single else results
+
+    def predict_proba(self, events: Any, query_timestamp: int | Sequence[int] | None = None) -> float | np.ndarray:
+        """Probability of the positive label (``"purchase"``): a float for one user, an array for a batch."""
+        predictions = self.predict(events, query_timestamp)
+        if isinstance(predictions, Prediction):
+            return predictions.probability
+        return np.array([p.probability for p in predictions], dtype=np.float64)
+
+
+Predictor = Classifier  # alias
+
+__all__ = [
+    "Classifier",
+    "EncodedEvents",
+    "InvalidEventsError",
+    "Prediction",
+    "Predictor",
+    "Recommendations",
+    "Recommender",
+    "encode_events",
+    "event_columns",
+    "is_single_user",
+    "score_next_items",
+    "user_hidden_states",
+]
