@@ -5,12 +5,15 @@ Both work on token ids from the same tokenizer, so their catalog is exactly the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from datasets import Dataset
+
 from .modeling_seqbert import last_token_index
+from .tokenization_seqbert import BehaviorTokenizer
 
 
 def _flatten(sequences: Iterable[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -116,4 +119,17 @@ class LogisticRegressionBaseline:
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
         return torch.sigmoid(x @ self.weight + self.bias).numpy()
-__all__ = ["LogisticRegressionBaseline", "MarkovRecommender", "PopularityRecommender"]
+
+
+def fit_next_item_baselines(train_split: Dataset, tokenizer: BehaviorTokenizer) -> dict[str, Callable]:
+    """Popularity and Markov scorers fitted on every training event (not only the model's window),
+    with the model's own catalog: what every next-item comparison in seqbert reports."""
+    from .prepared import encode_for_pretraining
+
+    longest = max((len(row) for row in train_split["item_ids"]), default=0) + 1
+    train_ids = encode_for_pretraining(train_split, tokenizer, longest)["input_ids"]
+    catalog = {"vocab_size": tokenizer.vocab_size, "num_special_tokens": tokenizer.num_special_tokens}
+    return {"popularity": PopularityRecommender(train_ids, **catalog), "markov": MarkovRecommender(train_ids, **catalog)}
+
+
+__all__ = ["LogisticRegressionBaseline", "MarkovRecommender", "PopularityRecommender", "fit_next_item_baselines"]

@@ -1,4 +1,4 @@
-"""The ``seqbert`` command: demo · prepare · pretrain · finetune · evaluate.
+"""The ``seqbert`` command: demo · prepare · pretrain · finetune · evaluate · export · serve · push.
 
 ``pretrain`` and ``finetune`` run in this process (one CPU / GPU); for several processes or GPUs,
 run the same modules under ``accelerate launch -m seqbert.training.pretrain …`` (the demo does).
@@ -37,6 +37,14 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("input", help="Event log file.")
     parser.add_argument("--output-dir", required=True, help="Folder to write the prepared data to.")
     parser.add_argument("--format", dest="file_format", help="csv | tsv | parquet | jsonl (default: from the suffix).")
+    from .data.formats import FORMATS, describe_formats
+
+    parser.add_argument(
+        "--dataset-format", metavar="NAME", choices=list(FORMATS),
+        help="Read INPUT in a public dataset's original format, which fixes the columns, delimiter and timestamp "
+        "unit (--column, --column-names, --delimiter, --format, --timestamp-unit then do not apply): "
+        + describe_formats() + ".",
+    )
     parser.add_argument(
         "--column", action="append", metavar="CANONICAL=FILE_COLUMN",
         help="Map a canonical column (user_id, item_id, event_type, timestamp, category, price, query, session_id, "
@@ -59,14 +67,30 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-item-support", type=int, default=1, help="Drop items seen in fewer events (counted).")
     parser.add_argument("--max-events-per-user", type=int, help="Drop bot-like users above this many events (counted).")
     parser.add_argument("--session-gap-minutes", type=float, default=30.0, help="Inactivity gap that starts a new session.")
+    parser.add_argument(
+        "--loo-target", default="last_event", choices=["last_event", "last_purchase"],
+        help="leave_one_out: hold out each user's last event (any type), or their last purchase "
+        "(validation = the purchase before it; events after the last purchase are in no split).",
+    )
+    parser.add_argument(
+        "--collapse-repeated-views", action="store_true",
+        help="Remove a view that repeats the user's previous event (a view of the same item) within a session; "
+        "carts and purchases are never removed; counted as collapsed_repeat_view in the drop report.",
+    )
+    parser.add_argument(
+        "--collapse-across-sessions", action="store_true",
+        help="With --collapse-repeated-views: also collapse a repeated view that starts a new session.",
+    )
     parser.add_argument("--max-length", type=int, default=200, help="Tokenizer's longest sequence (appended mask included).")
     parser.add_argument("--vocab-min-count", type=int, default=1, help="Items seen fewer times in training map to [UNK].")
     parser.add_argument("--vocab-max-size", type=int, help="Keep only the most frequent items in the vocabulary.")
 
 
 def run_prepare(args: argparse.Namespace) -> dict:
-    from .prepare import PrepareOptions, prepare_file
+    from .prepare import PrepareOptions, format_summary, prepare_file
 
+    if args.split != "leave_one_out" and args.loo_target != "last_event":
+        raise SystemExit("seqbert prepare: error: --loo-target applies to --split leave_one_out only.")
     options = PrepareOptions(
         split=args.split,
         validation_fraction=args.validation_fraction,
@@ -75,6 +99,9 @@ def run_prepare(args: argparse.Namespace) -> dict:
         min_item_support=args.min_item_support,
         max_events_per_user=args.max_events_per_user,
         session_gap_seconds=int(args.session_gap_minutes * 60),
+        loo_target=args.loo_target,
+        collapse_repeated_views=args.collapse_repeated_views,
+        collapse_within_session=not args.collapse_across_sessions,
         max_length=args.max_length,
         vocab_min_count=args.vocab_min_count,
         vocab_max_size=args.vocab_max_size,
@@ -90,7 +117,9 @@ def run_prepare(args: argparse.Namespace) -> dict:
         "unknown_events": args.unknown_events,
         "bad_timestamps": args.bad_timestamps,
     }
-    prepared = prepare_file(args.input, options, output_dir=args.output_dir, read_options=read_options)
+    prepared = prepare_file(
+        args.input, options, output_dir=args.output_dir, read_options=read_options, dataset_format=args.dataset_format
+    )
     summary = {
         "output_dir": args.output_dir,
         "drop_report": prepared.drop_report,
@@ -98,7 +127,8 @@ def run_prepare(args: argparse.Namespace) -> dict:
         "split_rows": prepared.protocol["rows"],
         "vocabulary_items": len(prepared.tokenizer.items),
     }
-    print(json.dumps(summary, indent=2))
+    print(format_summary(prepared))
+    print(f"\nWrote {args.output_dir} (dataset/, sequences/, tokenizer/, protocol.json, statistics.json, drop_report.json)")
     return summary
 
 
@@ -124,11 +154,11 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader
 
-    from .baselines import MarkovRecommender, PopularityRecommender
+    from .baselines import fit_next_item_baselines
     from .collators import DataCollatorWithLeftPadding
     from .evaluation import evaluate_scorer, model_scorer
     from .modeling_seqbert import SeqBertForMaskedBehaviorModeling
-    from .prepared import PreparedData, encode_for_next_item, encode_for_pretraining
+    from .prepared import PreparedData, encode_for_next_item
     from .tokenization_seqbert import BehaviorTokenizer
 
     data = PreparedData.load(args.data_dir)
@@ -139,14 +169,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     max_length = args.max_length or model.config.max_position_embeddings
     rows = encode_for_next_item(data.splits[args.split], tokenizer, max_length)
     loader = DataLoader(rows, batch_size=args.batch_size, collate_fn=DataCollatorWithLeftPadding())
-    longest = max(len(row) for row in data.splits["train"]["item_ids"]) + 1
-    train_ids = encode_for_pretraining(data.splits["train"], tokenizer, longest)["input_ids"]
-    common = {"vocab_size": tokenizer.vocab_size, "num_special_tokens": tokenizer.num_special_tokens}
-    scorers = {
-        "seqbert": model_scorer(model),
-        "popularity": PopularityRecommender(train_ids, **common),
-        "markov": MarkovRecommender(train_ids, **common),
-    }
+    scorers = {"seqbert": model_scorer(model), **fit_next_item_baselines(data.splits["train"], tokenizer)}
     results = {
         name: evaluate_scorer(scorer, loader, num_special_tokens=tokenizer.num_special_tokens, exclude_history=args.exclude_history)
         for name, scorer in scorers.items()
@@ -155,6 +178,88 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     output = {"split": args.split, "ranking": f"full catalog, pessimistic ties, {label}", "metrics": results}
     print(json.dumps(output, indent=2))
     return output
+
+
+def add_model_use_parsers(commands: argparse._SubParsersAction) -> None:
+    """``export onnx|embeddings``, ``serve`` and ``push``: using and sharing a trained model folder."""
+    export = commands.add_parser("export", help="Export a model folder: ONNX next-item scorer, item embeddings.")
+    targets = export.add_subparsers(dest="export_target", required=True)
+    onnx = targets.add_parser(
+        "onnx", help="Encoder + next-item head → ONNX (dynamic batch and length).",
+        description="Inputs input_ids, behavior_ids, time_ids, attention_mask (int64, as the tokenizer makes them); "
+        "output `scores` (batch, num_items). Checked against PyTorch with ONNX Runtime after export.",
+    )
+    onnx.add_argument("model_dir", help="Saved SeqBERT masked-behavior folder.")
+    onnx.add_argument("--output", required=True, help="The .onnx file to write.")
+    onnx.add_argument("--opset", type=int, default=17, help="ONNX opset version.")
+    onnx.add_argument("--exporter", default="legacy", choices=["legacy", "dynamo"], help="torch.onnx exporter (dynamo needs onnxscript).")
+    onnx.add_argument("--no-check", action="store_true", help="Skip the ONNX Runtime vs PyTorch comparison.")
+    embeddings = targets.add_parser(
+        "embeddings", help="Item embeddings → .parquet (item_id, vector) or .npy (+ .ids.json).",
+    )
+    embeddings.add_argument("model_dir", help="Saved SeqBERT folder.")
+    embeddings.add_argument("--output", required=True, help="items.parquet or items.npy.")
+
+    serve = commands.add_parser(
+        "serve", help="HTTP service: /health, /recommend (masked-behavior folder) or /predict (classifier folder).",
+        description="FastAPI + uvicorn (pip install 'seqbert[serve]'). Requests are validated; limits give clear 4xx errors.",
+    )
+    serve.add_argument("model_dir", help="Saved SeqBERT folder (masked-behavior or classifier).")
+    serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: loopback only).")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port.")
+    serve.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0.")
+    serve.add_argument("--max-events", type=int, default=1000, help="Most events accepted per request (422 above).")
+    serve.add_argument("--max-k", type=int, default=1000, help="Largest k accepted (422 above).")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="Largest request body (413 above).")
+    serve.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice).")
+    serve.add_argument("--max-lifetime", type=float, help="Stop by itself after this many seconds (tests, benchmarks).")
+
+    push = commands.add_parser(
+        "push", help="Validate a model folder and upload it to the Hugging Face Hub.",
+        description="The token is read from the HF_TOKEN environment variable only (never a command-line option, never logged).",
+    )
+    push.add_argument("model_dir", help="Saved model folder (checked with seqbert.hub.validate_model_folder first).")
+    push.add_argument("--repo-id", required=True, help="owner/name of the Hub model repo (created if missing).")
+    push.add_argument("--private", action="store_true", help="Create the repo as private.")
+    push.add_argument("--commit-message", default="Upload seqbert model", help="Commit message on the Hub.")
+
+
+def run_model_use(args: argparse.Namespace) -> int:
+    import os
+
+    command = args.command
+    try:
+        if command == "export" and args.export_target == "onnx":
+            from .export import export_onnx
+
+            path = export_onnx(args.model_dir, args.output, opset=args.opset, exporter=args.exporter, check=not args.no_check)
+            print(f"Wrote {path}")
+        elif command == "export":
+            from .export import export_item_embeddings
+
+            print(f"Wrote {export_item_embeddings(args.model_dir, args.output)}")
+        elif command == "serve":
+            from .serve import serve
+
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            serve(
+                args.model_dir, host=args.host, port=args.port, device=args.device, max_events=args.max_events,
+                max_k=args.max_k, max_body_bytes=args.max_body_bytes, max_lifetime_seconds=args.max_lifetime,
+            )
+        elif command == "push":
+            from .hub import push_folder
+
+            if not os.environ.get("HF_TOKEN"):
+                raise ValueError("Set the HF_TOKEN environment variable to a Hugging Face token with write access.")
+            url = push_folder(args.model_dir, args.repo_id, token=os.environ["HF_TOKEN"], private=args.private, commit_message=args.commit_message)
+            print(f"Uploaded {args.model_dir} to {url}")
+    except (ValueError, FileNotFoundError, ImportError, OSError) as error:
+        print(f"seqbert {command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_passthrough(commands, "pretrain", "Masked-behavior pretraining on a prepared folder.")
     add_training_passthrough(commands, "finetune", "Purchase-prediction fine-tuning on a prepared folder.")
     add_evaluate_parser(commands)
+    add_model_use_parsers(commands)
     return parser
 
 
@@ -184,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in ("export", "serve", "push"):
+        return run_model_use(args)
     from .data.errors import EventDataError
 
     try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,29 @@ import numpy as np
 from datasets import Dataset
 
 from .data.arrow import to_arrow
-from .data.cleaning import clean_events
+from .data.cleaning import DropReport, clean_events
 from .data.readers import read_events
-from .data.sequences import DEFAULT_SESSION_GAP_SECONDS, build_sequences, sequence_statistics
-from .data.splits import leave_one_out, temporal_split
+from .data.sequences import (
+    DEFAULT_SESSION_GAP_SECONDS,
+    build_sequences,
+    collapse_repeated_views,
+    drop_short_sequences,
+    sequence_statistics,
+)
+from .data.splits import LOO_TARGETS, leave_one_out, temporal_split
 from .prepared import PreparedData
 from .tokenization_seqbert import BehaviorTokenizer
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Log the start of a pipeline stage and its wall time (the data steps are vectorised: no loop for tqdm)."""
+    logger.info("prepare: %s ...", name)
+    start = time.perf_counter()
+    yield
+    logger.info("prepare: %s done in %.2fs", name, time.perf_counter() - start)
 
 
 @dataclass
@@ -33,7 +50,10 @@ class PrepareOptions:
     validation_start: int | None = None  # temporal: explicit unix-second cutoffs override the fractions
     test_start: int | None = None
     min_history: int = 1  # evaluation rows need this many history events
+    loo_target: str = "last_event"  # leave_one_out: last_event | last_purchase (see seqbert.data.splits)
     session_gap_seconds: int | None = DEFAULT_SESSION_GAP_SECONDS
+    collapse_repeated_views: bool = False  # drop views repeating the previous view of the same item (counted)
+    collapse_within_session: bool = True  # ...only when both views are in the same session
     min_user_events: int = 2
     min_item_support: int = 1
     max_events_per_user: int | None = None
@@ -67,40 +87,58 @@ def temporal_cutoffs(events: Dataset, options: PrepareOptions) -> tuple[int, int
 def prepare_events(
     events: Dataset, options: PrepareOptions, *, source_name: str, source: Mapping[str, Any] | None = None
 ) -> PreparedData:
-    """Clean → sequences → split → tokenizer (fitted on the train split only)."""
-    cleaned, drop_report = clean_events(
-        events,
-        min_user_events=options.min_user_events,
-        deduplicate=options.deduplicate,
-        max_events_per_user=options.max_events_per_user,
-        min_item_support=options.min_item_support,
-        source=source_name,
-        **options.clean,
-    )
-    logger.info("Cleaning:\n%s", drop_report.format_table())
-    sequences = build_sequences(cleaned, session_gap_seconds=options.session_gap_seconds)
+    """Clean → sequences (→ collapse repeated views) → split → tokenizer (fitted on the train split only)."""
+    if options.loo_target not in LOO_TARGETS:
+        raise ValueError(f"Unknown loo_target {options.loo_target!r}; use one of {', '.join(LOO_TARGETS)}.")
+    if options.split != "leave_one_out" and options.loo_target != "last_event":
+        raise ValueError(f"loo_target={options.loo_target!r} only applies to split='leave_one_out'.")
+    with _stage(f"clean {events.num_rows:,} events"):
+        cleaned, drop_report = clean_events(
+            events,
+            min_user_events=options.min_user_events,
+            deduplicate=options.deduplicate,
+            max_events_per_user=options.max_events_per_user,
+            min_item_support=options.min_item_support,
+            source=source_name,
+            **options.clean,
+        )
+    with _stage("sequences"):
+        sequences = build_sequences(cleaned, session_gap_seconds=options.session_gap_seconds)
+    if options.collapse_repeated_views:
+        with _stage("collapse repeated views"):
+            sequences, collapsed = collapse_repeated_views(sequences, within_session=options.collapse_within_session)
+            drop_report.add("collapsed_repeat_view", collapsed)
+            # Collapsing can take a user below min_user_events: drop and count them like cleaning does.
+            sequences, short_events, _ = drop_short_sequences(sequences, options.min_user_events)
+            drop_report.add("short_user", short_events)
+            drop_report.check()
+    logger.info("Drop report:\n%s", drop_report.format_table())
     if options.split == "leave_one_out":
-        splits, protocol = leave_one_out(sequences, min_history=options.min_history)
+        with _stage(f"leave-one-out split (target: {options.loo_target})"):
+            splits, protocol = leave_one_out(sequences, min_history=options.min_history, target=options.loo_target)
     elif options.split == "temporal":
         validation_start, test_start = temporal_cutoffs(cleaned, options)
-        splits, protocol = temporal_split(
-            sequences, validation_start=validation_start, test_start=test_start, min_history=options.min_history
-        )
+        with _stage("temporal split"):
+            splits, protocol = temporal_split(
+                sequences, validation_start=validation_start, test_start=test_start, min_history=options.min_history
+            )
     else:
         raise ValueError(f"Unknown split {options.split!r}; use 'leave_one_out' or 'temporal'.")
-    tokenizer = BehaviorTokenizer.train(
-        splits["train"]["item_ids"],
-        min_count=options.vocab_min_count,
-        max_size=options.vocab_max_size,
-        max_length=options.max_length,
-    )
+    with _stage("tokenizer vocabulary (train split only)"):
+        tokenizer = BehaviorTokenizer.train(
+            splits["train"]["item_ids"],
+            min_count=options.vocab_min_count,
+            max_size=options.vocab_max_size,
+            max_length=options.max_length,
+        )
     protocol.update(
         source_name=source_name,
         source=dict(source or {}),
         options=asdict(options),
         vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
     )
-    statistics = {"all": sequence_statistics(sequences), "train": sequence_statistics(splits["train"])}
+    with _stage("statistics"):
+        statistics = {"all": sequence_statistics(sequences), "train": sequence_statistics(splits["train"])}
     return PreparedData(
         splits=splits,
         sequences=sequences,
@@ -117,16 +155,55 @@ def prepare_file(
     *,
     output_dir: str | Path | None = None,
     read_options: Mapping[str, Any] | None = None,
+    dataset_format: str | None = None,
 ) -> PreparedData:
-    """Read ``path`` (see :func:`seqbert.data.readers.read_events` for ``read_options``) and prepare it."""
+    """Read ``path`` (see :func:`seqbert.data.readers.read_events` for ``read_options``) and prepare it.
+
+    ``dataset_format`` (e.g. ``"taobao"``, see :data:`seqbert.data.formats.FORMATS`) reads the file
+    in that public dataset's original format instead, with ``read_options`` as the format's options.
+    """
     options = options or PrepareOptions()
     path = Path(path)
-    events = read_events(path, **dict(read_options or {}))
+    if dataset_format is None:
+        events = read_events(path, **dict(read_options or {}))
+    else:
+        from .data.formats import read_dataset
+
+        events = read_dataset(dataset_format, path, **dict(read_options or {}))
     source = {"path": str(path), "sha256": file_sha256(path), "read_options": dict(read_options or {})}
+    if dataset_format is not None:
+        source["dataset_format"] = dataset_format
     prepared = prepare_events(events, options, source_name=path.name, source=source)
     if output_dir is not None:
-        prepared.save(output_dir)
+        with _stage(f"save to {output_dir}"):
+            prepared.save(output_dir)
     return prepared
 
 
-__all__ = ["PrepareOptions", "file_sha256", "prepare_events", "prepare_file", "temporal_cutoffs"]
+def format_summary(prepared: PreparedData) -> str:
+    """A human-readable report of a preparation: users, items, events per type, sequence-length
+    percentiles, split row counts and the drop-report table (what ``seqbert prepare`` prints)."""
+    stats = prepared.statistics.get("all", {})
+    protocol = prepared.protocol
+    lines = [
+        f"Users: {stats.get('users', 0):,}   items: {stats.get('items', 0):,}   events: {stats.get('events', 0):,}"
+        f"   vocabulary items (train only): {len(prepared.tokenizer.items):,}",
+        "Events per type: " + ", ".join(f"{k} {v:,}" for k, v in stats.get("events_per_type", {}).items()),
+        "Sequence length: " + ", ".join(f"{k} {v:g}" for k, v in stats.get("sequence_length", {}).items()),
+    ]
+    split = protocol.get("kind", "?")
+    if split == "leave_one_out":
+        split += f" (target: {protocol.get('target', 'last_event')}, min_history {protocol.get('min_history')})"
+    elif split == "temporal":
+        split += f" (validation_start {protocol.get('validation_start')}, test_start {protocol.get('test_start')})"
+    lines.append(f"Split: {split}")
+    lines.append("Split rows: " + ", ".join(f"{k} {v:,}" for k, v in protocol.get("rows", {}).items()))
+    sha = protocol.get("source", {}).get("sha256")
+    if sha:
+        lines.append(f"Input sha256: {sha}")
+    if prepared.drop_report:
+        lines += ["", DropReport.from_dict(prepared.drop_report).format_table()]
+    return "\n".join(lines)
+
+
+__all__ = ["PrepareOptions", "file_sha256", "format_summary", "prepare_events", "prepare_file", "temporal_cutoffs"]

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
 
-from ..baselines import MarkovRecommender, PopularityRecommender
+from ..baselines import fit_next_item_baselines
 from ..collators import DataCollatorForMaskedBehaviorModeling, DataCollatorWithLeftPadding
 from ..configuration_seqbert import SeqBertConfig
 from ..evaluation import evaluate_scorer, model_scorer
@@ -66,8 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     with accelerator.main_process_first():
         train_rows = encode_for_pretraining(data.splits["train"], tokenizer, args.max_length)
         eval_rows = {name: encode_for_next_item(data.splits[name], tokenizer, args.max_length) for name in ("validation", "test")}
-        longest = max(len(row) for row in data.splits["train"]["item_ids"]) + 1
-        full_train_ids = encode_for_pretraining(data.splits["train"], tokenizer, longest)["input_ids"]
+        baselines = fit_next_item_baselines(data.splits["train"], tokenizer)
 
     model = build_model(tokenizer, model_args, pre_args, args.max_length)
     collator = DataCollatorForMaskedBehaviorModeling(
@@ -113,12 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         loss_fn=loss_fn,
     )
     model = accelerator.unwrap_model(model).eval()
-    baseline_kwargs = {"vocab_size": tokenizer.vocab_size, "num_special_tokens": tokenizer.num_special_tokens}
-    scorers = {
-        "seqbert": model_scorer(model),
-        "popularity": PopularityRecommender(full_train_ids, **baseline_kwargs),
-        "markov": MarkovRecommender(full_train_ids, **baseline_kwargs),
-    }
+    scorers = {"seqbert": model_scorer(model), **baselines}
     results = {split: {name: evaluate_on(split, scorer) for name, scorer in scorers.items()} for split in ("validation", "test")}
     if pre_args.exclude_history:
         results["test_history_removed"] = {name: evaluate_on("test", s, exclude_history=True) for name, s in scorers.items()}
