@@ -50,6 +50,12 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
         help="Map a canonical column (user_id, item_id, event_type, timestamp, category, price, query, session_id, "
         "quantity) to the file's column name; repeatable. Example: --column user_id=visitorid",
     )
+    parser.add_argument(
+        "--schema", metavar="FILE",
+        help="YAML or JSON file describing the log, with any of: " + ", ".join(SCHEMA_KEYS) + ". Example: "
+        "{column_map: {user_id: visitorid, item_id: itemid, event_type: event}, event_aliases: {transaction: "
+        "purchase}, timestamp_unit: ms}. Options given on the command line win.",
+    )
     parser.add_argument("--column-names", help="Comma-separated header for files without one (e.g. Taobao).")
     parser.add_argument("--delimiter", help="Field separator of csv/tsv files (default: ',' for csv, tab for tsv).")
     parser.add_argument("--encoding", default="utf-8", help="Text encoding of csv/tsv/jsonl files, e.g. latin-1.")
@@ -86,6 +92,41 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--vocab-max-size", type=int, help="Keep only the most frequent items in the vocabulary.")
 
 
+SCHEMA_KEYS = (
+    "column_map", "column_names", "delimiter", "encoding", "event_aliases", "file_format", "timestamp_unit",
+    "unknown_events", "bad_timestamps",
+)
+
+
+def _prepare_defaults() -> dict:
+    """Read options as the CLI sets them when the user gives no flag."""
+    commands = argparse.ArgumentParser().add_subparsers()
+    add_prepare_parser(commands)
+    defaults = vars(commands.choices["prepare"].parse_args(["in", "--output-dir", "out"]))
+    return {"file_format": None, "column_map": None, "column_names": None, "event_aliases": None,
+            **{key: defaults[key] for key in ("delimiter", "encoding", "timestamp_unit", "unknown_events", "bad_timestamps")}}
+
+
+def merge_schema_file(path: str, read_options: dict, *, defaults: dict) -> dict:
+    """Read options from a YAML/JSON schema file, overridden by any option the user set explicitly."""
+    import yaml  # JSON is a subset of YAML
+
+    try:
+        schema = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise SystemExit(f"seqbert prepare: error: cannot read schema file {path}: {error}") from None
+    if not isinstance(schema, dict):
+        raise SystemExit(f"seqbert prepare: error: schema file {path} must hold a mapping of options.")
+    unknown = sorted(set(schema) - set(SCHEMA_KEYS))
+    if unknown:
+        raise SystemExit(f"seqbert prepare: error: schema file {path} has unknown keys {unknown}; allowed: {', '.join(SCHEMA_KEYS)}.")
+    merged = dict(read_options)
+    for key, value in schema.items():
+        if read_options.get(key) == defaults.get(key):  # not set on the command line
+            merged[key] = value
+    return merged
+
+
 def run_prepare(args: argparse.Namespace) -> dict:
     from .prepare import PrepareOptions, format_summary, prepare_file
 
@@ -117,6 +158,8 @@ def run_prepare(args: argparse.Namespace) -> dict:
         "unknown_events": args.unknown_events,
         "bad_timestamps": args.bad_timestamps,
     }
+    if args.schema:
+        read_options = merge_schema_file(args.schema, read_options, defaults=_prepare_defaults())
     prepared = prepare_file(
         args.input, options, output_dir=args.output_dir, read_options=read_options, dataset_format=args.dataset_format
     )

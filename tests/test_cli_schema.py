@@ -1,0 +1,52 @@
+"""`seqbert prepare --schema FILE`: column mapping and reader options from a YAML/JSON file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from seqbert.cli import main
+from seqbert.prepared import PreparedData
+
+RETAIL_LIKE = "timestamp,visitorid,event,itemid\n" + "".join(
+    f"{1_433_221_332_117 + 1000 * i},{user},{event},{item}\n"
+    for i, (user, event, item) in enumerate(
+        [(1, "view", 10), (1, "view", 11), (1, "addtocart", 11), (1, "transaction", 11), (2, "view", 10), (2, "view", 12), (2, "view", 11)]
+    )
+)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_schema_file_maps_columns_aliases_and_units(tmp_path, suffix):
+    log = tmp_path / "events.csv"
+    log.write_text(RETAIL_LIKE)
+    schema = {
+        "column_map": {"user_id": "visitorid", "item_id": "itemid", "event_type": "event"},
+        "event_aliases": {"transaction": "purchase"},
+        "timestamp_unit": "ms",
+    }
+    schema_path = tmp_path / f"schema{suffix}"
+    schema_path.write_text(json.dumps(schema))  # JSON is valid YAML too
+    assert main(["prepare", str(log), "--output-dir", str(tmp_path / "out"), "--schema", str(schema_path)]) == 0
+    prepared = PreparedData.load(tmp_path / "out")
+    assert prepared.drop_report["input_rows"] == 7
+    assert prepared.protocol["source"]["read_options"]["timestamp_unit"] == "ms"
+    sequences = prepared.sequences.to_dict()
+    assert sequences["event_types"][0] == ["view", "view", "cart", "purchase"]
+    assert sequences["timestamps"][0][0] == 1_433_221_332
+
+
+def test_command_line_wins_over_schema_and_unknown_keys_fail(tmp_path):
+    log = tmp_path / "events.csv"
+    log.write_text(RETAIL_LIKE)
+    schema_path = tmp_path / "schema.yaml"
+    schema_path.write_text("column_map: {user_id: visitorid, item_id: itemid, event_type: event}\ntimestamp_unit: s\n")
+    # The schema says seconds (wrong for this file); the command line corrects it.
+    args = ["prepare", str(log), "--output-dir", str(tmp_path / "out"), "--schema", str(schema_path),
+            "--timestamp-unit", "ms", "--event-alias", "transaction=purchase"]
+    assert main(args) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("colum_map: {user_id: visitorid}\n")
+    with pytest.raises(SystemExit, match="unknown keys"):
+        main(["prepare", str(log), "--output-dir", str(tmp_path / "x"), "--schema", str(bad)])
