@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def _row_chunks(table: pa.Table) -> list[tuple[int, int]]:
     total = int(ends[-1]) if len(ends) else 0
     bounds = np.searchsorted(ends, np.arange(EVENTS_PER_CHUNK, total, EVENTS_PER_CHUNK), side="left") + 1
     bounds = np.unique(np.clip(np.concatenate([[0], bounds, [table.num_rows]]), 0, table.num_rows))
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a] or [(0, 0)]
+    return [(int(a), int(b)) for a, b in pairwise(bounds) if b > a] or [(0, 0)]
 
 
 def _encode_chunks(table: pa.Table, encode: Callable[[pa.Table], pa.Table], threads: int | None) -> Iterator[pa.Table]:

@@ -31,6 +31,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -146,7 +147,7 @@ def _lists(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
     """Python lists of lists (one C-level ``tolist`` and one slice per row)."""
     values = flat.tolist()
     bounds = offsets.tolist()
-    return [values[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    return [values[start:end] for start, end in pairwise(bounds)]
 
 
 # Arrow value types of the encoded streams: those ``datasets.map`` stores for Python-list output.

@@ -89,14 +89,16 @@ def test_partitioned_equals_in_memory(log_files, tmp_path, case):
         pytest.skip("option not available")
     expected = prepare_file(log_files["csv"], options, read_options=READ)
     assert sum(expected.drop_report["dropped"].values()) > 0
-    got = prepare_partitioned(log_files["csv"], options, tmp_path / "out", num_partitions=3, read_options=READ, batch_bytes=64 << 10)
+    got = prepare_partitioned(
+        log_files["csv"], options, tmp_path / "out", num_partitions=3, read_options=READ, batch_bytes=64 << 10
+    )
     assert_same_prepared(expected, got)
     assert not (tmp_path / "out" / "_partitions").exists()  # work files removed
 
 
 def test_merge_streams_small_batches(log_files, tmp_path, monkeypatch):
     """Many small record batches and merge chunks (as for a large log) give the same result."""
-    import seqbert.data.partitioned as partitioned
+    from seqbert.data import partitioned
 
     monkeypatch.setattr(partitioned, "PART_BATCH_ROWS", 7)
     monkeypatch.setattr(partitioned, "MERGE_ROWS", 5)
@@ -148,7 +150,10 @@ def test_item_support_is_global(log_files):
     events = read_events(log_files["csv"], **READ)
     table = to_arrow(events)
     whole, whole_report = clean_events(events, min_item_support=4, max_events_per_user=300)
-    halves = [table.filter(pa.array(np.array([hash(u) % 2 == k for u in table.column("user_id").to_pylist()]))) for k in (0, 1)]
+    halves = [
+        table.filter(pa.array(np.array([hash(u) % 2 == k for u in table.column("user_id").to_pylist()])))
+        for k in (0, 1)
+    ]
     support = pa.concat_tables([count_item_support(h, max_events_per_user=300) for h in halves])
     support = support.group_by("item_id").aggregate([("count", "sum")]).rename_columns(["item_id", "count"])
     parts = [clean_events(h, min_item_support=4, max_events_per_user=300, item_support=support) for h in halves]

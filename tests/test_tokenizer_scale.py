@@ -87,7 +87,12 @@ def test_unk_mode_is_unchanged():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"unseen_items": "hash"}, {"unseen_items": "hash", "num_hash_buckets": 0}, {"num_hash_buckets": 4}, {"unseen_items": "drop"}],
+    [
+        {"unseen_items": "hash"},
+        {"unseen_items": "hash", "num_hash_buckets": 0},
+        {"num_hash_buckets": 4},
+        {"unseen_items": "drop"},
+    ],
 )
 def test_invalid_unseen_item_options(kwargs):
     with pytest.raises(ValueError):
@@ -125,7 +130,13 @@ SEQUENCES = [["b", "c", "c"], ["a", "c", "b", "e"], ["d", "e", "é", "é"]]
 
 @pytest.mark.parametrize(
     "min_count, max_size, expected",
-    [(1, None, ["c", "b", "e", "é", "a", "d"]), (2, None, ["c", "b", "e", "é"]), (1, 2, ["c", "b"]), (3, 5, ["c"]), (2, 0, [])],
+    [
+        (1, None, ["c", "b", "e", "é", "a", "d"]),
+        (2, None, ["c", "b", "e", "é"]),
+        (1, 2, ["c", "b"]),
+        (3, 5, ["c"]),
+        (2, 0, []),
+    ],
 )
 def test_min_count_and_max_size_in_both_modes(min_count, max_size, expected):
     for kwargs in ({}, {"unseen_items": "hash", "num_hash_buckets": 5}):
@@ -159,7 +170,9 @@ def test_train_on_arrow_and_datasets_columns_equals_python():
 # ----------------------------------------------------------------------------------- vectorised encode
 def random_batch(rng: np.random.Generator, rows: int, vocab: list[str]) -> dict[str, list]:
     lengths = rng.integers(0, 40, rows)
-    items = [[vocab[i] if i < len(vocab) else f"unseen-{i}" for i in rng.integers(0, len(vocab) + 50, n)] for n in lengths]
+    items = [
+        [vocab[i] if i < len(vocab) else f"unseen-{i}" for i in rng.integers(0, len(vocab) + 50, n)] for n in lengths
+    ]
     types = [list(rng.choice(["view", "cart", "purchase"], n)) for n in lengths]
     times = [np.cumsum(rng.integers(0, 5000, n)).tolist() for n in lengths]
     return {"item_ids": items, "event_types": types, "timestamps": times}
@@ -178,7 +191,12 @@ def test_arrow_batches_give_the_same_ids_as_lists(kwargs):
             "timestamps": pa.array(batch["timestamps"], pa.list_(pa.int64())),
         }
     )
-    for options in ({}, {"max_length": 9}, {"append_mask": True, "max_length": 12}, {"append_mask": True, "query_timestamps": [10**9] * 60}):
+    for options in (
+        {},
+        {"max_length": 9},
+        {"append_mask": True, "max_length": 12},
+        {"append_mask": True, "query_timestamps": [10**9] * 60},
+    ):
         lists = tok(batch, **options)
         arrow = tok(table, **options)
         sliced_options = dict(options)
@@ -220,7 +238,12 @@ def test_datasets_map_with_two_processes(arrow_format):
     expected = tok(batch, max_length=16)
     source, function = (dataset.with_format("arrow"), tok.encode_table) if arrow_format else (dataset, tok)
     mapped = source.map(
-        function, batched=True, batch_size=16, num_proc=2, fn_kwargs={"max_length": 16}, remove_columns=dataset.column_names
+        function,
+        batched=True,
+        batch_size=16,
+        num_proc=2,
+        fn_kwargs={"max_length": 16},
+        remove_columns=dataset.column_names,
     ).with_format(None)
     for name in tok.model_input_names:
         assert list(mapped[name]) == expected[name], name
@@ -255,12 +278,12 @@ def test_tokenizer_file_stays_self_contained():
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports"
             imported.add(node.module.split(".")[0])
-    allowed = {"numpy", "pyarrow", "transformers", "__future__", "json", "os", "collections", "typing"}
+    allowed = {"numpy", "pyarrow", "transformers", "__future__", "json", "os", "collections", "itertools", "typing"}
     assert imported <= allowed, imported - allowed
 
 
 def test_encode_for_pretraining_chunks_threads_and_cache_file(tmp_path, monkeypatch):
-    import seqbert.prepared as prepared
+    from seqbert import prepared
 
     rng = np.random.default_rng(3)
     vocab = [f"i{k}" for k in range(100)]

@@ -54,9 +54,9 @@ from .readers import iter_events
 logger = logging.getLogger(__name__)
 
 DEFAULT_NUM_PARTITIONS = 8
-MERGE_ROWS = 1 << 16
+MERGE_ROWS = 1 << 13
 """Rows (users) per chunk of the final k-way merge."""
-PART_BATCH_ROWS = 1 << 14
+PART_BATCH_ROWS = 1 << 11
 """Rows per record batch of the per-partition output files (what the merge reads at a time)."""
 OUTPUTS = ("sequences", "train", "validation", "test")
 _PARAMETER_KEYS = frozenset({"kind", "target", "targets", "min_history", "validation_start", "test_start"})
@@ -95,9 +95,16 @@ def _file_schema(path: Path) -> pa.Schema:
         return pa.ipc.open_file(source).schema
 
 
-def _read_file(path: Path, *, memory_map: bool = False) -> pa.Table:
-    source = pa.memory_map(str(path)) if memory_map else pa.OSFile(str(path))
-    with source:
+def _first_row(path: Path) -> pa.Table:
+    with pa.OSFile(str(path)) as source:
+        reader = pa.ipc.open_file(source)
+        if reader.num_record_batches == 0:
+            return reader.schema.empty_table()
+        return pa.Table.from_batches([reader.get_batch(0).slice(0, 1)], schema=reader.schema)
+
+
+def _read_file(path: Path) -> pa.Table:
+    with pa.OSFile(str(path)) as source:
         return pa.ipc.open_file(source).read_all()
 
 
@@ -157,7 +164,9 @@ def partition_events(
                     writers[k].write_table(ordered.slice(start, count))
                 start += count
             rows += table.num_rows
-            logger.info("partition: %s events read (%.0f events/s)", f"{rows:,}", rows / (time.perf_counter() - started))
+            logger.info(
+                "partition: %s events read (%.0f events/s)", f"{rows:,}", rows / (time.perf_counter() - started)
+            )
     finally:
         for writer in writers:
             writer.close()
@@ -179,18 +188,44 @@ def _statistic_pieces(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def _merge_statistics(pieces: list[dict[str, Any]]) -> dict[str, Any]:
-    lengths = np.concatenate([p["lengths"] for p in pieces]) if pieces else np.zeros(0, dtype=np.int64)
-    per_type: dict[str, int] = {}
-    for piece in pieces:
-        for name, count in piece["types"].items():
-            per_type[name] = per_type.get(name, 0) + count
-    items = pa.chunked_array([p["items"] for p in pieces], type=pa.string()) if pieces else pa.array([], pa.string())
+def _sum_counts(running: pa.Table | None, new: pa.Table, key: str) -> pa.Table:
+    """Counts per ``key`` of two tables with ``key`` and ``count`` columns, summed (memory: distinct keys)."""
+    if running is None:
+        return new
+    summed = pa.concat_tables([running, new]).group_by(key, use_threads=False).aggregate([("count", "sum")])
+    return summed.rename_columns([key, "count"])
+
+
+class _Totals:
+    """What the partitions add up to, folded in one partition at a time (bounded by the catalog)."""
+
+    def __init__(self) -> None:
+        self.pieces: dict[str, dict[str, Any]] = {}
+        self.train_counts: pa.Table | None = None
+
+    def add(self, out: _PartOutput) -> None:
+        for key, piece in out.pieces.items():
+            acc = self.pieces.get(key)
+            if acc is None:
+                self.pieces[key] = {**piece, "lengths": [piece["lengths"]], "types": dict(piece["types"])}
+                continue
+            acc["users"] += piece["users"]
+            acc["lengths"].append(piece["lengths"])
+            acc["items"] = pc.unique(pa.concat_arrays([acc["items"], piece["items"]]))
+            for name, count in piece["types"].items():
+                acc["types"][name] = acc["types"].get(name, 0) + count
+        self.train_counts = _sum_counts(self.train_counts, out.train_counts, "item")
+        out.pieces, out.train_counts = {}, None
+
+
+def _merge_statistics(acc: dict[str, Any]) -> dict[str, Any]:
+    """:func:`seqbert.data.sequences.sequence_statistics` from folded partition pieces."""
+    lengths = np.concatenate(acc["lengths"]) if acc["lengths"] else np.zeros(0, dtype=np.int64)
     return {
-        "users": int(sum(p["users"] for p in pieces)),
-        "items": int(pc.count_distinct(items).as_py()),
+        "users": int(acc["users"]),
+        "items": int(pc.count_distinct(acc["items"]).as_py()),
         "events": int(lengths.sum()),
-        "events_per_type": dict(sorted(per_type.items())),
+        "events_per_type": dict(sorted(acc["types"].items())),
         "sequence_length": {
             f"p{q}": float(np.percentile(lengths, q)) if len(lengths) else 0.0 for q in (5, 25, 50, 75, 95, 100)
         },
@@ -320,7 +355,7 @@ def prepare_partitioned(
     read_options: Mapping[str, Any] | None = None,
     work_dir: str | Path | None = None,
     keep_work_dir: bool = False,
-    batch_bytes: int = 32 << 20,
+    batch_bytes: int = 8 << 20,
     source_name: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PreparedData:
@@ -384,14 +419,11 @@ def prepare_partitioned(
         )
         support = None
         if options.min_item_support > 1:
-            counts = [
-                count_item_support(
+            for file in parts.files:
+                counted = count_item_support(
                     _read_file(file), deduplicate=options.deduplicate, max_events_per_user=options.max_events_per_user
                 )
-                for file in parts.files
-            ]
-            merged = pa.concat_tables(counts).group_by("item_id", use_threads=False).aggregate([("count", "sum")])
-            support = merged.rename_columns(["item_id", "count"])
+                support = _sum_counts(support, counted, "item_id")
             step(f"global item support counted ({support.num_rows:,} items)")
 
         needs_cutoffs = options.split == "temporal" and options.test_start is None
@@ -399,6 +431,7 @@ def prepare_partitioned(
         if options.split == "temporal" and not needs_cutoffs:
             cutoffs = temporal_cutoffs(_dataset(pa.table({"timestamp": pa.array([], pa.int64())})), options)
         outputs = [_PartOutput() for _ in parts.files]
+        totals = _Totals()
         timestamps: list[np.ndarray] | None = [] if needs_cutoffs else None
         for k, file in enumerate(parts.files):
             out = outputs[k]
@@ -410,6 +443,7 @@ def prepare_partitioned(
                 out.files["sequences"] = _write_file(sequences, work / f"sequences-{k:05d}.arrow")
             else:
                 _split_part(sequences, options, cutoffs, out, work, k)
+                totals.add(out)
             step(f"partition {k + 1}/{len(parts.files)} prepared ({out.report.input_rows:,} events)")
 
         if needs_cutoffs:
@@ -419,6 +453,7 @@ def prepare_partitioned(
             for k, out in enumerate(outputs):
                 if "sequences" in out.files:
                     _split_part(_read_file(out.files["sequences"]), options, cutoffs, out, work, k)
+                    totals.add(out)
             step(f"temporal cutoffs {cutoffs}; partitions split")
 
         live = [out for out in outputs if out.protocol is not None]
@@ -433,10 +468,9 @@ def prepare_partitioned(
             merged_rows[name] = _merge_sorted([out.files[name] for out in live], work / f"{name}.arrow", schema)
         step("partitions merged in user order")
 
-        train_counts = pa.concat_tables([out.train_counts for out in live])
         tokenizer = BehaviorTokenizer.from_item_counts(
-            train_counts.column("item"),
-            train_counts.column("count"),
+            totals.train_counts.column("item"),
+            totals.train_counts.column("count"),
             min_count=options.vocab_min_count,
             max_size=options.vocab_max_size,
             max_length=options.max_length,
@@ -450,17 +484,24 @@ def prepare_partitioned(
             vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
             partitioning={"num_partitions": num_partitions, "partition": "stable_hash64(user_id) % num_partitions"},
         )
-        statistics = {key: _merge_statistics([out.pieces[key] for out in live]) for key in ("all", "train")}
+        statistics = {key: _merge_statistics(totals.pieces[key]) for key in ("all", "train")}
         report = _merge_reports([out.report for out in outputs], parts.input_rows, source_name)
 
-        def empty(name: str) -> Dataset:
+        def placeholder(name: str) -> Dataset:
+            """One real row (datasets writes no data file for zero rows), or zero rows if there are none."""
+            for out in live:
+                row = _first_row(out.files[name])
+                if row.num_rows:
+                    return _dataset(row)
             return _dataset(schemas[name].empty_table())
 
-        # The folder layout, tokenizer and records through PreparedData.save (zero-row datasets),
-        # then the merged data files take the place of the empty ones.
+        # The folder layout, tokenizer and records through PreparedData.save (one-row placeholder
+        # datasets), then the merged data files take the place of the placeholders' data files.
         PreparedData(
-            splits=DatasetDict(train=empty("train"), validation=empty("validation"), test=empty("test")),
-            sequences=empty("sequences"),
+            splits=DatasetDict(
+                train=placeholder("train"), validation=placeholder("validation"), test=placeholder("test")
+            ),
+            sequences=placeholder("sequences"),
             tokenizer=tokenizer,
             protocol=protocol,
             statistics=statistics,

@@ -631,6 +631,8 @@ def _read_parquet(src: _Source, column_map: dict[str, str | None]) -> tuple[pa.T
         pf = pq.ParquetFile(str(src.path))
         names = pf.schema_arrow.names
         selected = _select_columns(names, column_map, src, None, False)
+        # Event types have few distinct values: read them dictionary-encoded (mapped per distinct value).
+        pf = pq.ParquetFile(str(src.path), read_dictionary=[selected["event_type"]])
         table = pf.read(columns=list(dict.fromkeys(selected.values())))
     except EventDataError:
         raise
@@ -1212,9 +1214,12 @@ def _parse_timestamps(
         )
 
     valid = parsed & ~bad
-    out = np.zeros(n, dtype=np.int64)
-    out[valid] = secs[valid].astype(np.int64)
-    seconds = pa.array(out, type=pa.int64(), mask=~valid)
+    if valid.all():  # the common case: no boolean-mask indexing over every row
+        seconds = pa.array(secs.astype(np.int64), type=pa.int64())
+    else:
+        out = np.zeros(n, dtype=np.int64)
+        out[valid] = secs[valid].astype(np.int64)
+        seconds = pa.array(out, type=pa.int64(), mask=~valid)
     return _Timestamps(seconds, bad, chosen_unit if unit == "auto" and chosen_unit in ("s", "ms") else None)
 
 
@@ -1383,7 +1388,7 @@ def iter_events(
     timestamp_unit: str = "auto",
     unknown_events: str = "error",
     bad_timestamps: str = "error",
-    batch_bytes: int = 32 << 20,
+    batch_bytes: int = 8 << 20,
     batch_rows: int = 1 << 20,
 ) -> Iterator[pa.Table]:
     """Read an event log in batches, for logs larger than memory: the tables of :func:`read_events`
