@@ -72,6 +72,11 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-user-events", type=int, default=2, help="Drop users with fewer events (counted).")
     parser.add_argument("--min-item-support", type=int, default=1, help="Drop items seen in fewer events (counted).")
     parser.add_argument("--max-events-per-user", type=int, help="Drop bot-like users above this many events (counted).")
+    parser.add_argument(
+        "--partitions", type=int, metavar="K",
+        help="Prepare a log larger than memory: stream it into K user partitions on disk and prepare one at a "
+        "time (same result as in memory; about 0.5 GB of RAM per million events of one partition).",
+    )
     parser.add_argument("--session-gap-minutes", type=float, default=30.0, help="Inactivity gap that starts a new session.")
     parser.add_argument(
         "--loo-target", default="last_event", choices=["last_event", "last_purchase"],
@@ -160,9 +165,16 @@ def run_prepare(args: argparse.Namespace) -> dict:
     }
     if args.schema:
         read_options = merge_schema_file(args.schema, read_options, defaults=_prepare_defaults())
-    prepared = prepare_file(
-        args.input, options, output_dir=args.output_dir, read_options=read_options, dataset_format=args.dataset_format
-    )
+    if args.partitions:
+        if args.dataset_format:
+            raise SystemExit("seqbert prepare: error: --partitions reads generic files; it does not take --dataset-format.")
+        from .data.partitioned import prepare_partitioned
+
+        prepared = prepare_partitioned(args.input, options, args.output_dir, args.partitions, read_options=read_options)
+    else:
+        prepared = prepare_file(
+            args.input, options, output_dir=args.output_dir, read_options=read_options, dataset_format=args.dataset_format
+        )
     summary = {
         "output_dir": args.output_dir,
         "drop_report": prepared.drop_report,

@@ -50,3 +50,17 @@ def test_command_line_wins_over_schema_and_unknown_keys_fail(tmp_path):
     bad.write_text("colum_map: {user_id: visitorid}\n")
     with pytest.raises(SystemExit, match="unknown keys"):
         main(["prepare", str(log), "--output-dir", str(tmp_path / "x"), "--schema", str(bad)])
+
+
+def test_prepare_partitions_flag_matches_in_memory(tmp_path):
+    """`--partitions K` (larger-than-memory path) gives the same splits and drop report as in memory."""
+    from seqbert.data.synthetic import SyntheticConfig, generate_events, write_events
+
+    log = write_events(generate_events(SyntheticConfig(num_users=120, num_items=60, seed=1)), tmp_path / "events.csv")
+    assert main(["prepare", str(log), "--output-dir", str(tmp_path / "memory")]) == 0
+    assert main(["prepare", str(log), "--output-dir", str(tmp_path / "parts"), "--partitions", "3"]) == 0
+    memory, parts = PreparedData.load(tmp_path / "memory"), PreparedData.load(tmp_path / "parts")
+    assert parts.drop_report["dropped"] == memory.drop_report["dropped"]
+    for split in ("train", "validation", "test"):
+        assert parts.splits[split].to_dict() == memory.splits[split].to_dict(), split
+    assert parts.tokenizer.items == memory.tokenizer.items
