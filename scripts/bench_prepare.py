@@ -626,7 +626,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--generate-workers", type=int, default=os.cpu_count() or 1, help="Processes generating the synthetic log."
     )
-    parser.add_argument("--json", default="bench_prepare.json", help="Where to write all results (JSON).")
+    parser.add_argument("--json", default=None, help="Where to write all results (JSON); default WORK_DIR/bench_prepare.json.")
     parser.add_argument(
         "--profile",
         choices=IMPLEMENTATIONS,
@@ -696,8 +696,9 @@ def main(argv: list[str] | None = None) -> None:
         tables.append(table)
         print("\n" + table + "\n", flush=True)
     report["tables"] = tables
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    log(f"wrote {args.json}")
+    json_path = Path(args.json) if args.json else work / "bench_prepare.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    log(f"wrote {json_path}")
 
 
 if __name__ == "__main__":
