@@ -4,7 +4,7 @@
 What is measured, for each implementation, in a fresh Python process (so peak memory is per
 implementation):
 
-* ``seqbert``: :func:`seqbert.prepare.prepare_file` (read → sha256 → clean → sequences → split →
+* ``seqbert``: :func:`seqbert.prepare.prepare_file` (read with sha256 in a thread → clean → sequences → split →
   vocabulary → statistics) then :func:`seqbert.prepared.encode_for_pretraining` on the train split
   (``tokenize``). Stages are timed by wrapping the functions ``prepare_file`` calls.
 * ``partitioned``: :func:`seqbert.data.partitioned.prepare_partitioned` (larger-than-memory path:
@@ -27,6 +27,7 @@ Examples::
     python scripts/bench_prepare.py --events 5000000 10000000 20000000 --implementations partitioned \\
         --partition-events 1250000                                   # RSS stays flat as N grows
     python scripts/bench_prepare.py --events 2000000 --profile seqbert   # cProfile hotspots
+    python scripts/bench_prepare.py --shuffle --implementations seqbert  # rows in random order
 """
 
 from __future__ import annotations
@@ -236,14 +237,48 @@ def _generate_chunk(args: tuple[int, int, int, int, list[str]]) -> bytes:
 
 
 def generate_log(
-    events: int, fmt: str, folder: Path, *, num_items: int, seed: int, columns: str, workers: int, regenerate: bool
+    events: int,
+    fmt: str,
+    folder: Path,
+    *,
+    num_items: int,
+    seed: int,
+    columns: str,
+    workers: int,
+    regenerate: bool,
+    shuffle: bool = False,
 ) -> Path:
-    """A synthetic log of exactly ``events`` events in ``folder`` (cached by its parameters)."""
+    """A synthetic log of exactly ``events`` events in ``folder`` (cached by its parameters).
+
+    The generator writes each user's events together, in time order (like Taobao UserBehavior);
+    ``shuffle`` writes the same rows in a random order (seeded), the layout that needs a real sort.
+    """
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
+    if shuffle:
+        import numpy as np
+
+        ordered = generate_log(
+            events, fmt, folder, num_items=num_items, seed=seed, columns=columns, workers=workers,
+            regenerate=regenerate,
+        )  # fmt: skip
+        path = ordered.with_name(ordered.stem + "-shuffled" + ordered.suffix)
+        if path.exists() and not regenerate:
+            log(f"using cached log {path} ({path.stat().st_size / 2**20:,.0f} MiB)")
+            return path
+        table = pq.read_table(ordered) if fmt == "parquet" else pacsv.read_csv(ordered)
+        table = table.take(pa.array(np.random.default_rng(seed).permutation(table.num_rows)))
+        tmp = path.with_suffix(path.suffix + ".part")
+        if fmt == "parquet":
+            pq.write_table(table, tmp)
+        else:
+            pacsv.write_csv(table, tmp, write_options=pacsv.WriteOptions(quoting_style="needed"))
+        tmp.rename(path)
+        log(f"wrote {path} ({path.stat().st_size / 2**20:,.0f} MiB), the rows of {ordered.name} shuffled")
+        return path
     path = folder / f"synthetic-{events}-items{num_items}-seed{seed}-{columns}.{fmt}"
     if path.exists() and not regenerate:
         log(f"using cached log {path} ({path.stat().st_size / 2**20:,.0f} MiB)")
@@ -305,18 +340,17 @@ def worker_seqbert(path: Path, args: argparse.Namespace, clock: StageClock) -> d
         )
 
     for name, stage in (
-        ("read_events", "read"),
-        ("file_sha256", "sha256"),
+        ("read_events", "read"),  # prepare_file hashes the file (sha256) in a thread meanwhile
         ("clean_events", "clean"),
         ("build_sequences", "sequences"),
         ("collapse_repeated_views", "sequences"),
         ("drop_short_sequences", "sequences"),
         ("leave_one_out", "split"),
         ("temporal_split", "split"),
-        ("sequence_statistics", "statistics"),
+        ("prefix_statistics", "statistics"),
+        ("train_vocabulary", "vocabulary"),
     ):
         wrap(prepare, name, stage)
-    wrap(prepare.BehaviorTokenizer, "train", "vocabulary")
     prepared = prepare.prepare_file(path, prepare.PrepareOptions(max_length=args.max_length))
     events = prepared.drop_report["input_rows"]
     with clock.stage("tokenize"):
@@ -584,6 +618,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Columns of the generated log: 'taobao' = user_id,item_id,category,event_type,timestamp (like Taobao "
         "UserBehavior); 'all' adds price and session_id (sessions then follow the logged ids).",
     )  # fmt: skip
+    parser.add_argument(
+        "--shuffle", action="store_true",
+        help="Write the log's rows in a random order (default: each user's events together, in time order, like "
+        "Taobao UserBehavior), so that sorting by user and time is measured too.",
+    )  # fmt: skip
     parser.add_argument("--num-items", type=int, default=200_000, help="Catalog size of the synthetic log.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the synthetic log (chunk k uses seed + k).")
     parser.add_argument(
@@ -666,7 +705,7 @@ def main(argv: list[str] | None = None) -> None:
     for events in [int(e) for e in args.events]:
         path = generate_log(
             events, args.format, work / "data", num_items=args.num_items, seed=args.seed, columns=args.columns,
-            workers=args.generate_workers, regenerate=args.regenerate,
+            workers=args.generate_workers, regenerate=args.regenerate, shuffle=args.shuffle,
         )  # fmt: skip
         best: dict[str, dict[str, Any]] = {}
         for implementation in implementations:
@@ -689,7 +728,8 @@ def main(argv: list[str] | None = None) -> None:
             chosen = min(runs, key=lambda r: r["total"]["wall_s"])
             best[implementation] = chosen
             report["runs"].append(
-                {"events": events, "format": args.format, "file_bytes": path.stat().st_size, "implementation": implementation,
+                {"events": events, "format": args.format, "shuffled": args.shuffle, "file_bytes": path.stat().st_size,
+                 "implementation": implementation,
                  "best": chosen, "all": runs}
             )  # fmt: skip
         table = format_table(events, best)

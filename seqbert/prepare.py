@@ -6,12 +6,15 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import Dataset
 
 from .data.arrow import to_arrow
@@ -22,11 +25,11 @@ from .data.sequences import (
     build_sequences,
     collapse_repeated_views,
     drop_short_sequences,
-    sequence_statistics,
+    prefix_statistics,
 )
 from .data.splits import LOO_TARGETS, leave_one_out, temporal_split
 from .prepared import PreparedData
-from .tokenization_seqbert import BehaviorTokenizer
+from .tokenization_seqbert import UNSEEN_ITEMS, BehaviorTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +59,15 @@ class PrepareOptions:
     collapse_within_session: bool = True  # ...only when both views are in the same session
     min_user_events: int = 2
     min_item_support: int = 1
-    max_events_per_user: int | None = None
+    max_events_per_user: int | None = None  # bot-like users (counted as bot_user): more events than this in all
+    max_events_per_minute: int | None = None  # ... or more than this many within any 60 seconds
+    max_events_per_hour: int | None = None  # ... or more than this many within any hour
+    k_core: bool = False  # repeat min_item_support / min_user_events until stable (in memory only)
     deduplicate: bool = True
     vocab_min_count: int = 1
     vocab_max_size: int | None = None
+    unseen_items: str = "unk"  # items outside the vocabulary: "unk" → [UNK], "hash" → a hash-bucket token
+    num_hash_buckets: int = 0  # unseen_items="hash": number of hash-bucket tokens (stable_hash64 of the item id)
     max_length: int = 200
     clean: dict[str, Any] = field(default_factory=dict)  # extra clean_events keyword arguments
 
@@ -84,10 +92,41 @@ def temporal_cutoffs(events: Dataset, options: PrepareOptions) -> tuple[int, int
     return validation_start, test_start
 
 
+def check_tokenizer_options(options: PrepareOptions) -> None:
+    """The tokenizer's checks of ``unseen_items`` / ``num_hash_buckets``, before any data is read."""
+    unseen_items = getattr(options, "unseen_items", "unk")
+    num_hash_buckets = int(getattr(options, "num_hash_buckets", 0) or 0)
+    if unseen_items not in UNSEEN_ITEMS:
+        raise ValueError(f"unseen_items must be one of {UNSEEN_ITEMS}, got {unseen_items!r}.")
+    if unseen_items == "hash" and num_hash_buckets < 1:
+        raise ValueError("unseen_items='hash' needs num_hash_buckets >= 1.")
+    if unseen_items == "unk" and num_hash_buckets:
+        raise ValueError(f"num_hash_buckets={num_hash_buckets} needs unseen_items='hash'.")
+
+
+def train_vocabulary(train: Dataset, options: PrepareOptions) -> tuple[BehaviorTokenizer, pa.StructArray]:
+    """The tokenizer fitted on the train split, and the split's item counts (``pc.value_counts``).
+
+    What :meth:`BehaviorTokenizer.train` does, with the counts kept for the statistics.
+    """
+    counts = pc.value_counts(to_arrow(train).column("item_ids").combine_chunks().flatten())
+    tokenizer = BehaviorTokenizer.from_item_counts(
+        counts.field("values"),
+        counts.field("counts"),
+        min_count=options.vocab_min_count,
+        max_size=options.vocab_max_size,
+        max_length=options.max_length,
+        unseen_items=options.unseen_items,
+        num_hash_buckets=options.num_hash_buckets,
+    )
+    return tokenizer, counts
+
+
 def prepare_events(
     events: Dataset, options: PrepareOptions, *, source_name: str, source: Mapping[str, Any] | None = None
 ) -> PreparedData:
     """Clean → sequences (→ collapse repeated views) → split → tokenizer (fitted on the train split only)."""
+    check_tokenizer_options(options)
     if options.loo_target not in LOO_TARGETS:
         raise ValueError(f"Unknown loo_target {options.loo_target!r}; use one of {', '.join(LOO_TARGETS)}.")
     if options.split != "leave_one_out" and options.loo_target != "last_event":
@@ -98,12 +137,20 @@ def prepare_events(
             min_user_events=options.min_user_events,
             deduplicate=options.deduplicate,
             max_events_per_user=options.max_events_per_user,
+            max_events_per_minute=options.max_events_per_minute,
+            max_events_per_hour=options.max_events_per_hour,
             min_item_support=options.min_item_support,
+            k_core=options.k_core,
             source=source_name,
             **options.clean,
         )
+    # Free the raw events (when the caller passed them over, as prepare_file does): from here on
+    # only the cleaned events and what is built from them are alive (see BENCHMARKS.md, peak RSS).
+    del events
+    cutoffs = temporal_cutoffs(cleaned, options) if options.split == "temporal" else None
     with _stage("sequences"):
         sequences = build_sequences(cleaned, session_gap_seconds=options.session_gap_seconds)
+    del cleaned
     if options.collapse_repeated_views:
         with _stage("collapse repeated views"):
             sequences, collapsed = collapse_repeated_views(sequences, within_session=options.collapse_within_session)
@@ -117,7 +164,7 @@ def prepare_events(
         with _stage(f"leave-one-out split (target: {options.loo_target})"):
             splits, protocol = leave_one_out(sequences, min_history=options.min_history, target=options.loo_target)
     elif options.split == "temporal":
-        validation_start, test_start = temporal_cutoffs(cleaned, options)
+        validation_start, test_start = cutoffs
         with _stage("temporal split"):
             splits, protocol = temporal_split(
                 sequences, validation_start=validation_start, test_start=test_start, min_history=options.min_history
@@ -125,12 +172,7 @@ def prepare_events(
     else:
         raise ValueError(f"Unknown split {options.split!r}; use 'leave_one_out' or 'temporal'.")
     with _stage("tokenizer vocabulary (train split only)"):
-        tokenizer = BehaviorTokenizer.train(
-            splits["train"]["item_ids"],
-            min_count=options.vocab_min_count,
-            max_size=options.vocab_max_size,
-            max_length=options.max_length,
-        )
+        tokenizer, train_items = train_vocabulary(splits["train"], options)
     protocol.update(
         source_name=source_name,
         source=dict(source or {}),
@@ -138,7 +180,10 @@ def prepare_events(
         vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
     )
     with _stage("statistics"):
-        statistics = {"all": sequence_statistics(sequences), "train": sequence_statistics(splits["train"])}
+        # The train split holds a prefix of each user's sequence (both protocols), so the statistics
+        # of all sequences only count the held-out events on top of the train split's.
+        everything, train = prefix_statistics(sequences, splits["train"], prefix_item_counts=train_items)
+        statistics = {"all": everything, "train": train}
     return PreparedData(
         splits=splits,
         sequences=sequences,
@@ -163,17 +208,24 @@ def prepare_file(
     in that public dataset's original format instead, with ``read_options`` as the format's options.
     """
     options = options or PrepareOptions()
+    check_tokenizer_options(options)
     path = Path(path)
-    if dataset_format is None:
-        events = read_events(path, **dict(read_options or {}))
-    else:
-        from .data.formats import read_dataset
+    # The content hash runs in a thread while the file is parsed (hashlib releases the GIL).
+    with ThreadPoolExecutor(1) as pool:
+        sha256 = pool.submit(file_sha256, path)
+        if dataset_format is None:
+            events = read_events(path, **dict(read_options or {}))
+        else:
+            from .data.formats import read_dataset
 
-        events = read_dataset(dataset_format, path, **dict(read_options or {}))
-    source = {"path": str(path), "sha256": file_sha256(path), "read_options": dict(read_options or {})}
+            events = read_dataset(dataset_format, path, **dict(read_options or {}))
+        source = {"path": str(path), "sha256": sha256.result(), "read_options": dict(read_options or {})}
     if dataset_format is not None:
         source["dataset_format"] = dataset_format
-    prepared = prepare_events(events, options, source_name=path.name, source=source)
+    # Hand the raw events over without keeping a reference here: prepare_events frees them once cleaned.
+    pending = [events]
+    del events
+    prepared = prepare_events(pending.pop(), options, source_name=path.name, source=source)
     if output_dir is not None:
         with _stage(f"save to {output_dir}"):
             prepared.save(output_dir)
@@ -206,4 +258,13 @@ def format_summary(prepared: PreparedData) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PrepareOptions", "file_sha256", "format_summary", "prepare_events", "prepare_file", "temporal_cutoffs"]
+__all__ = [
+    "PrepareOptions",
+    "check_tokenizer_options",
+    "file_sha256",
+    "format_summary",
+    "prepare_events",
+    "prepare_file",
+    "temporal_cutoffs",
+    "train_vocabulary",
+]

@@ -267,3 +267,100 @@ def test_format_table():
     assert any(line.startswith("input") and "110,300" in line and "100.00%" in line for line in lines)
     body = [line for line in lines[1:] if not line.startswith("-")]
     assert len({len(line) for line in body}) == 1  # aligned
+
+
+# ------------------------------------------------------------------ bot-like rates and iterative k-core
+def test_rate_thresholds_drop_bursty_users_whole():
+    rows = [
+        *[("burst", f"i{k % 3}", "view", T0 + 10 * k) for k in range(5)],  # 5 events within 40 s
+        *[("calm", f"i{k % 3}", "view", T0 + 61 * k) for k in range(5)],  # never 2 within 60 s
+        *[("hourly", f"i{k % 3}", "view", T0 + 500 * k) for k in range(7)],  # 7 events within 3,000 s
+    ]
+    _, report = clean_events(make(rows, markers=False), max_events_per_minute=4, min_user_events=1)
+    assert report.dropped["bot_user"] == 5
+    _, report = clean_events(make(rows, markers=False), max_events_per_minute=1, min_user_events=1)
+    assert report.dropped["bot_user"] == 5  # "calm" has at most one event in any 60 s
+    cleaned, report = clean_events(
+        make(rows, markers=False), max_events_per_minute=4, max_events_per_hour=6, min_user_events=1
+    )
+    assert report.dropped["bot_user"] == 5 + 7 and set(cleaned["user_id"]) == {"calm"}
+    # Exactly at the limit is allowed: 7 events per hour with a limit of 7.
+    _, report = clean_events(make(rows, markers=False), max_events_per_hour=7, min_user_events=1)
+    assert report.dropped["bot_user"] == 0
+    report.check()
+
+
+def test_rate_thresholds_do_not_depend_on_row_order():
+    rng = random.Random(5)
+    rows = [(f"u{rng.randrange(6)}", f"i{rng.randrange(9)}", "view", T0 + rng.randrange(400)) for _ in range(300)]
+    shuffled = rows[:]
+    rng.shuffle(shuffled)
+    ordered = sorted(rows, key=lambda r: (r[0], r[3]))
+    for limits in ({"max_events_per_minute": 6}, {"max_events_per_hour": 40}, {"max_events_per_minute": 9}):
+        a, ra = clean_events(make(shuffled, markers=False), min_user_events=1, **limits)
+        b, rb = clean_events(make(ordered, markers=False), min_user_events=1, **limits)
+        assert ra.dropped == rb.dropped
+        assert sorted(a["user_id"]) == sorted(b["user_id"])
+
+
+K_CORE = [
+    # u1 keeps item "a" above support 2 only while u3 (too short once "b" goes) is alive.
+    ("u1", "a", "view", T0), ("u1", "c", "view", T0 + 1), ("u1", "c", "cart", T0 + 2),
+    ("u2", "c", "view", T0), ("u2", "b", "view", T0 + 1), ("u2", "c", "cart", T0 + 3),
+    ("u3", "a", "view", T0), ("u3", "b", "view", T0 + 1),
+]  # fmt: skip
+
+
+def test_k_core_repeats_until_stable_and_counts_add_up():
+    once, report_once = clean_events(make(K_CORE, markers=False), min_user_events=2, min_item_support=2)
+    # One pass: item "b" has 2 events (kept); nothing is dropped.
+    assert report_once.kept_rows == 8
+    core, report = clean_events(make(K_CORE, markers=False), min_user_events=3, min_item_support=2, k_core=True)
+    # min_user_events=3: u3 (2 events) goes -> "a" and "b" fall to 1 event -> dropped -> u1 and u2
+    # fall to 2 events -> dropped: the 3-core of this log is empty.
+    single, report_single = clean_events(make(K_CORE, markers=False), min_user_events=3, min_item_support=2)
+    assert report_single.dropped["short_user"] == 2 and report_single.dropped["rare_item"] == 0
+    assert report_single.kept_rows == 6
+    assert report.kept_rows == 0 and len(core) == 0
+    assert report.dropped["short_user"] + report.dropped["rare_item"] == 8
+    report.check()
+    assert list(report.dropped) == list(DROP_REASONS)
+
+
+def _k_core_reference(rows, min_user_events, min_item_support):
+    """Plain-Python iterative k-core on rows that survive the earlier rules (all do here)."""
+    alive = list(range(len(rows)))
+    counts = {"rare_item": 0, "short_user": 0}
+    while True:
+        before = len(alive)
+        items: dict = {}
+        for k in alive:
+            items[rows[k][1]] = items.get(rows[k][1], 0) + 1
+        counts["rare_item"] += sum(1 for k in alive if items[rows[k][1]] < min_item_support)
+        alive = [k for k in alive if items[rows[k][1]] >= min_item_support]
+        users: dict = {}
+        for k in alive:
+            users[rows[k][0]] = users.get(rows[k][0], 0) + 1
+        counts["short_user"] += sum(1 for k in alive if users[rows[k][0]] < min_user_events)
+        alive = [k for k in alive if users[rows[k][0]] >= min_user_events]
+        if len(alive) == before:
+            return alive, counts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_k_core_matches_reference(seed):
+    rng = random.Random(seed)
+    rows = [(f"u{rng.randrange(40)}", f"i{int(rng.paretovariate(1.2)) % 60}", "view", T0 + k) for k in range(500)]
+    params = {"min_user_events": rng.choice([3, 5, 8]), "min_item_support": rng.choice([2, 4, 6])}
+    cleaned, report = clean_events(make(rows, markers=False), deduplicate=False, k_core=True, **params)
+    alive, counts = _k_core_reference(rows, **params)
+    assert cleaned[ROW_INDEX] == alive
+    assert {k: report.dropped[k] for k in counts} == counts
+    assert report.input_rows == report.kept_rows + sum(report.dropped.values())
+
+
+def test_rate_and_k_core_parameters_are_checked():
+    with pytest.raises(ValueError, match="max_events_per_minute"):
+        clean_events(make(HAND), max_events_per_minute=0)
+    with pytest.raises(ValueError, match="whole log"):
+        clean_events(make(HAND), k_core=True, item_support=pa.table({"item_id": ["x"], "count": [3]}))

@@ -64,3 +64,28 @@ def test_prepare_partitions_flag_matches_in_memory(tmp_path):
     for split in ("train", "validation", "test"):
         assert parts.splits[split].to_dict() == memory.splits[split].to_dict(), split
     assert parts.tokenizer.items == memory.tokenizer.items
+
+
+def test_prepare_bot_rate_and_k_core_flags(tmp_path):
+    """--max-events-per-minute / --max-events-per-hour count bot-like users; --k-core iterates; counts add up."""
+    rows = ["user_id,item_id,event_type,timestamp"]
+    rows += [f"bot,i{k % 4},view,{1_700_000_000 + k}" for k in range(30)]  # 30 events in 30 s
+    rows += [f"u{u},i{(u + k) % 4},view,{1_700_000_000 + 120 * k}" for u in range(6) for k in range(4)]
+    rows += ["lone,rare,view,1700000000", "lone,i0,view,1700000100", "lone,i1,view,1700000200"]
+    log = tmp_path / "events.csv"
+    log.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    args = ["prepare", str(log), "--output-dir", str(out), "--max-events-per-minute", "10",
+            "--max-events-per-hour", "100", "--min-item-support", "2", "--min-user-events", "3",
+            "--k-core"]  # fmt: skip
+    assert main(args) == 0
+    prepared = PreparedData.load(out)
+    report = prepared.drop_report
+    assert report["dropped"]["bot_user"] == 30
+    assert report["dropped"]["rare_item"] == 1  # "rare"; "lone" keeps 2 events -> short_user
+    assert report["dropped"]["short_user"] == 2
+    assert report["input_rows"] == report["kept_rows"] + sum(report["dropped"].values()) == 57
+    options = prepared.protocol["options"]
+    assert (options["max_events_per_minute"], options["max_events_per_hour"], options["k_core"]) == (10, 100, True)
+    with pytest.raises(SystemExit, match="whole log in memory"):
+        main([*args[:3], str(tmp_path / "parts"), *args[4:], "--partitions", "2"])

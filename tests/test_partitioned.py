@@ -79,6 +79,9 @@ OPTION_CASES = {
     ),
     "temporal_fractions": PrepareOptions(split="temporal", min_item_support=2),
     "temporal_explicit": PrepareOptions(split="temporal", validation_start=1_702_000_000, test_start=1_703_000_000),
+    "bot_rates_hash_buckets": PrepareOptions(
+        max_events_per_minute=30, max_events_per_hour=200, min_item_support=2, unseen_items="hash", num_hash_buckets=16
+    ),
 }
 
 
@@ -94,6 +97,21 @@ def test_partitioned_equals_in_memory(log_files, tmp_path, case):
     )
     assert_same_prepared(expected, got)
     assert not (tmp_path / "out" / "_partitions").exists()  # work files removed
+
+
+def test_bot_rates_are_counted(log_files):
+    prepared = prepare_file(log_files["csv"], OPTION_CASES["bot_rates_hash_buckets"], read_options=READ)
+    assert prepared.drop_report["dropped"]["bot_user"] >= 350  # "bot-1": one event per second (400 rows)
+    assert prepared.tokenizer.num_hash_buckets == 16
+
+
+def test_k_core_needs_the_whole_log(log_files, tmp_path):
+    options = PrepareOptions(k_core=True, min_item_support=2, min_user_events=3)
+    with pytest.raises(ValueError, match="whole log in memory"):
+        prepare_partitioned(log_files["csv"], options, tmp_path / "out", num_partitions=2, read_options=READ)
+    prepared = prepare_file(log_files["csv"], options, read_options=READ)  # in memory it works
+    report = prepared.drop_report
+    assert report["input_rows"] == report["kept_rows"] + sum(report["dropped"].values())
 
 
 def test_merge_streams_small_batches(log_files, tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset
@@ -59,10 +61,62 @@ def filter_list_elements(table: pa.Table, columns: list[str], keep: np.ndarray) 
     return table
 
 
+def prefix_mask(offsets: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Boolean mask over the flat list elements: the first ``lengths[j]`` elements of row ``rows[j]``.
+
+    No per-element row/position arrays: +1 at each kept range's start and -1 at its end, then a
+    running sum (rows may repeat or be empty; ``lengths`` must not exceed the row lengths).
+    """
+    total = int(offsets[-1])
+    starts = offsets[:-1][rows]
+    ends = starts + lengths
+    steps = np.bincount(starts, minlength=total + 1)[: total + 1] - np.bincount(ends, minlength=total + 1)[: total + 1]
+    return np.cumsum(steps[:total]) > 0
+
+
+def take_prefixes(
+    table: pa.Table, rows: np.ndarray, lengths: np.ndarray, columns: list[str] | None = None
+) -> pa.Table:
+    """Rows ``rows`` (ascending) of ``table``, each list column cut to its first ``lengths[j]`` elements.
+
+    Same result as ``table.take(rows)`` then keeping a prefix of each row's lists, but every flat
+    list column is filtered once (no copy of the taken rows first). ``columns`` are the parallel
+    list columns (default: every list column); other columns are taken row-wise.
+    """
+    if columns is None:
+        columns = [name for name in table.column_names if pa.types.is_list(table.schema.field(name).type)]
+    rows = np.asarray(rows, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = list_offsets(table.column(columns[0])) if columns else None
+    if columns:
+        mask = pa.array(prefix_mask(offsets, rows, lengths))
+        new_offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    index = pa.array(rows)
+
+    def cut(name: str) -> pa.Array | pa.ChunkedArray:
+        column = table.column(name)
+        if name in columns:
+            return pa.ListArray.from_arrays(new_offsets, column.combine_chunks().flatten().filter(mask))
+        return column.take(index)
+
+    with ThreadPoolExecutor(2) as pool:  # Arrow's filter and take release the GIL
+        arrays = list(pool.map(cut, table.column_names))
+    return pa.Table.from_arrays(arrays, names=table.column_names)
+
+
 def take_list_elements(table: pa.Table, columns: list[str], flat_index: np.ndarray) -> dict[str, pa.Array]:
     """One flat element per row (``flat_index[row]``) from each list column."""
     index = pa.array(flat_index)
     return {name: table.column(name).combine_chunks().flatten().take(index) for name in columns}
 
 
-__all__ = ["element_positions", "filter_list_elements", "from_arrow", "list_offsets", "take_list_elements", "to_arrow"]
+__all__ = [
+    "element_positions",
+    "filter_list_elements",
+    "from_arrow",
+    "list_offsets",
+    "prefix_mask",
+    "take_list_elements",
+    "take_prefixes",
+    "to_arrow",
+]

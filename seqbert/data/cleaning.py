@@ -14,14 +14,21 @@
     exact duplicate of an earlier row in (user_id, item_id, event_type, timestamp); the first
     occurrence (smallest ``row_index``) is kept.
 ``bot_user``
-    all events of users with more than ``max_events_per_user`` events (counted after the steps above).
+    all events of bot-like users (counted after the steps above), by configurable thresholds: more
+    than ``max_events_per_user`` events in all, or more than ``max_events_per_minute`` events
+    within any 60 seconds, or more than ``max_events_per_hour`` within any hour. A user over any
+    threshold is dropped whole.
 ``rare_item``
-    events of items seen in fewer than ``min_item_support`` events (counted once, after the steps
-    above; no k-core iteration). The only rule that is not per user: a log cleaned one user
-    partition at a time passes the summed :func:`count_item_support` of all partitions as
-    ``item_support`` (see :mod:`seqbert.data.partitioned`).
+    events of items seen in fewer than ``min_item_support`` events (after the steps above). The
+    only rule that is not per user: a log cleaned one user partition at a time passes the summed
+    :func:`count_item_support` of all partitions as ``item_support`` (see
+    :mod:`seqbert.data.partitioned`).
 ``short_user``
     events of users left with fewer than ``min_user_events`` events.
+
+``rare_item`` then ``short_user`` are applied once by default. With ``k_core=True`` the pair is
+repeated until nothing more is dropped (iterative k-core: dropping a short user can take an item
+below its support, and the reverse); the rows dropped by every pass add to the same two reasons.
 
 The result keeps the canonical columns and ``row_index`` in the input order, and a
 :class:`DropReport` in which ``input_rows == kept_rows + sum(dropped.values())`` always holds
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
@@ -231,9 +239,24 @@ def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, int]:
         codes = _try_int_codes(arr)
         if codes is not None:
             return codes
-    enc = pc.dictionary_encode(arr)
-    codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False)
-    return codes.astype(np.int64, copy=False), max(len(enc.dictionary), 1)
+    # Logs grouped by user repeat each id in a run: hash one id per run (the codes are the same,
+    # dictionary_encode numbers values in order of first appearance).
+    heads = _run_heads(arr)
+    enc = pc.dictionary_encode(arr if heads is None else arr.take(pa.array(heads)))
+    codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    if heads is not None:
+        codes = np.repeat(codes, np.diff(np.append(heads, len(arr))))
+    return codes, max(len(enc.dictionary), 1)
+
+
+def _run_heads(arr: pa.Array) -> np.ndarray | None:
+    """Where runs of equal values start, when the runs are long (at most one per 4 rows on average)."""
+    if len(arr) < 2 or arr.null_count:
+        return None
+    run_start = np.ones(len(arr), dtype=bool)
+    run_start[1:] = pc.not_equal(arr[1:], arr[:-1]).to_numpy(zero_copy_only=False)
+    heads = np.flatnonzero(run_start)
+    return heads if len(heads) <= len(arr) // 4 else None
 
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -282,26 +305,67 @@ def _duplicates(
     keep: np.ndarray,
     users: np.ndarray,
     n_users: int,
-    items: np.ndarray,
-    n_items: int,
+    item_codes: Callable[[], tuple[np.ndarray, int]],
     ts: np.ndarray,
+    item_id: pa.ChunkedArray,
     event_type: pa.ChunkedArray,
 ) -> np.ndarray:
     """Rows (among ``keep``) that repeat an earlier kept row's (user, item, event type, timestamp).
 
-    Each row gets a uint64 ``key << b | position``, where ``key`` is (user, item, timestamp)
-    packed exactly when it fits in ``64 - b`` bits and the top bits of a 64-bit hash otherwise.
+    Candidates first, then an exact group-by with the event type on just those rows (usually few)
+    keeps the first row of each group. For a log grouped by user in time order, the candidates
+    are the rows whose (user, timestamp) equals a neighbour's (:func:`_grouped_candidates`, no
+    sort). Otherwise (:func:`_sorted_candidates`) each row gets a uint64 ``key << b | position``,
+    where ``key`` is (user, item, timestamp) packed exactly when it fits in ``64 - b`` bits and the
+    top bits of a 64-bit hash otherwise.
     One ``np.sort`` (fast for integers, unlike ``argsort``) then puts equal keys next to each
-    other with their positions; rows in runs of equal keys are the candidates (usually few), and
-    an exact group-by with the event type on just those rows keeps the first of each group.
+    other with their positions; rows in runs of equal keys are the candidates.
     """
     duplicate = np.zeros(len(keep), dtype=bool)
     rows = np.flatnonzero(keep) if not keep.all() else np.arange(len(keep))
     m = len(rows)
     if m < 2:
         return duplicate
-    u, i = users[rows], items[rows]
-    t = ts[rows].astype(np.int64, copy=False)
+    every = m == len(keep)
+    u = users if every else users[rows]
+    t = (ts if every else ts[rows]).astype(np.int64, copy=False)
+    candidates = _grouped_candidates(u, t, n_users)
+    if candidates is None:
+        items, n_items = item_codes()
+        candidates = _sorted_candidates(u, n_users, items if every else items[rows], n_items, t)
+    if candidates is None or not len(candidates):
+        return duplicate
+    cand_rows = rows[candidates]
+    index = pa.array(cand_rows)
+    grouped = (
+        pa.table({"u": u[candidates], "i": _combine(item_id).take(index), "e": _combine(event_type).take(index),
+                  "t": t[candidates], "pos": cand_rows})  # fmt: skip
+        .group_by(["u", "i", "e", "t"], use_threads=False)
+        .aggregate([("pos", "min")])
+    )
+    duplicate[cand_rows] = True
+    duplicate[grouped.column("pos_min").to_numpy()] = False
+    return duplicate
+
+
+def _grouped_candidates(u: np.ndarray, t: np.ndarray, n_users: int) -> np.ndarray | None:
+    """Duplicate candidates of a log grouped by user and in time order within each user (as many
+    public logs are): rows whose (user, timestamp) equals a neighbour's, found without sorting.
+    ``None`` when the rows are not laid out that way."""
+    if not _in_user_time_order(u, t, n_users):
+        return None
+    same = (u[1:] == u[:-1]) & (t[1:] == t[:-1])
+    in_run = np.zeros(len(u), dtype=bool)
+    in_run[1:] |= same
+    in_run[:-1] |= same
+    return np.flatnonzero(in_run)
+
+
+def _sorted_candidates(
+    u: np.ndarray, n_users: int, i: np.ndarray, n_items: int, t: np.ndarray
+) -> np.ndarray | None:
+    """Duplicate candidates in any row order: positions (ascending) in runs of equal packed keys."""
+    m = len(u)
     t_min = int(t.min())
     t_span = int(t.max()) - t_min + 1
     bits = max(1, (m - 1).bit_length())
@@ -320,21 +384,44 @@ def _duplicates(
     high = ordered >> np.uint64(bits)
     same = high[1:] == high[:-1]
     if not same.any():
-        return duplicate
+        return None
     in_run = np.zeros(m, dtype=bool)
     in_run[1:] |= same
     in_run[:-1] |= same
-    candidates = np.sort((ordered[in_run] & np.uint64((1 << bits) - 1)).astype(np.int64))
-    cand_rows = rows[candidates]
-    events = _combine(event_type).take(pa.array(cand_rows))
-    grouped = (
-        pa.table({"u": u[candidates], "i": i[candidates], "e": events, "t": t[candidates], "pos": cand_rows})
-        .group_by(["u", "i", "e", "t"], use_threads=False)
-        .aggregate([("pos", "min")])
-    )
-    duplicate[cand_rows] = True
-    duplicate[grouped.column("pos_min").to_numpy()] = False
-    return duplicate
+    return np.sort((ordered[in_run] & np.uint64((1 << bits) - 1)).astype(np.int64))
+
+
+def _in_user_time_order(u: np.ndarray, t: np.ndarray, n_users: int) -> bool:
+    """Whether rows are grouped by user (each user's rows contiguous) and in time order within each."""
+    same_user = u[1:] == u[:-1]
+    runs = len(u) - int(np.count_nonzero(same_user))
+    if runs != int(np.count_nonzero(np.bincount(u, minlength=n_users))):
+        return False
+    return bool(np.all((t[1:] >= t[:-1]) | ~same_user))
+
+
+def _rate_bots(
+    keep: np.ndarray, users: np.ndarray, n_users: int, ts: np.ndarray, limits: list[tuple[int, int]]
+) -> np.ndarray:
+    """Per user code: more than ``limit`` kept events within less than ``window`` seconds, for any
+    ``(window, limit)`` of ``limits``.
+
+    With the kept events in (user, time) order, a user exceeds ``limit`` per ``window`` exactly
+    when some event and the event ``limit`` places later are the same user's and less than
+    ``window`` seconds apart: one vectorised comparison per limit.
+    """
+    rows = np.flatnonzero(keep)
+    u, t = users[rows], ts[rows].astype(np.int64, copy=False)
+    if not _in_user_time_order(u, t, n_users):
+        order = np.lexsort((t, u))
+        u, t = u[order], t[order]
+    bots = np.zeros(n_users, dtype=bool)
+    for window, limit in limits:
+        if len(u) <= limit:
+            continue
+        hit = (u[limit:] == u[:-limit]) & (t[limit:] - t[:-limit] < window)
+        bots[u[:-limit][hit]] = True
+    return bots
 
 
 def _fingerprint(events: Any, params: dict[str, Any]) -> str:
@@ -353,7 +440,10 @@ def clean_events(
     min_user_events: int = 2,
     deduplicate: bool = True,
     max_events_per_user: int | None = None,
+    max_events_per_minute: int | None = None,
+    max_events_per_hour: int | None = None,
     min_item_support: int = 1,
+    k_core: bool = False,
     source: str | None = None,
     item_support: pa.Table | None = None,
 ) -> tuple[datasets.Dataset, DropReport]:
@@ -366,7 +456,16 @@ def clean_events(
             the first (``duplicate``).
         max_events_per_user: users with more events than this are dropped as bot-like
             (``bot_user``); ``None`` disables the step.
-        min_item_support: items seen in fewer events are dropped (``rare_item``), applied once.
+        max_events_per_minute: users with more than this many events within any 60 seconds
+            (``max_events_per_minute + 1`` events whose timestamps span less than 60 s) are dropped
+            as bot-like (``bot_user``); ``None`` disables the rule.
+        max_events_per_hour: the same over any 3,600 seconds.
+        min_item_support: items seen in fewer events are dropped (``rare_item``).
+        k_core: repeat ``rare_item`` and ``short_user`` until neither drops anything (iterative
+            k-core: every kept item has ``min_item_support`` events and every kept user
+            ``min_user_events``); each pass's drops are counted under its own reason. Without it
+            both are applied once, so dropping short users can leave an item below its support.
+            Not with ``item_support`` (the iteration needs the whole log).
         source: a name (e.g. the file name) for messages and the report.
         item_support: the events per item to use for ``rare_item`` instead of counting them in
             ``events``: a table with ``item_id`` and ``count`` columns, e.g. the sum of
@@ -381,8 +480,22 @@ def clean_events(
     for name, value, minimum in (("min_user_events", min_user_events, 0), ("min_item_support", min_item_support, 0)):
         if int(value) < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if max_events_per_user is not None and int(max_events_per_user) < 1:
-        raise ValueError(f"max_events_per_user must be >= 1 or None, got {max_events_per_user}")
+    for name, value in (
+        ("max_events_per_user", max_events_per_user),
+        ("max_events_per_minute", max_events_per_minute),
+        ("max_events_per_hour", max_events_per_hour),
+    ):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{name} must be >= 1 or None, got {value}")
+    if k_core and item_support is not None:
+        raise ValueError(
+            "k_core=True needs the whole log in memory: it cannot use the item_support of a partitioned log."
+        )
+    rate_limits = [
+        (window, int(limit))
+        for window, limit in ((60, max_events_per_minute), (3600, max_events_per_hour))
+        if limit is not None
+    ]
 
     table = _canonicalise(_as_table(events), source)
     n = table.num_rows
@@ -414,42 +527,68 @@ def clean_events(
     drop("bad_timestamp", bad_ts)
     drop("unknown_event_type", unknown)
 
-    need_users = deduplicate or max_events_per_user is not None or min_user_events > 1
-    need_items = deduplicate or min_item_support > 1
-    if keep.any() and (need_users or need_items):
-        with ThreadPoolExecutor(2) as pool:  # numpy and arrow release the GIL
-            user_job = pool.submit(_codes, table.column("user_id"))
-            item_job = pool.submit(_codes, table.column("item_id"))
-            (users, n_users), (items, n_items) = user_job.result(), item_job.result()
-    else:
-        users = items = np.zeros(n, dtype=np.int64)
-        n_users = n_items = 1
+    need_users = deduplicate or max_events_per_user is not None or bool(rate_limits) or min_user_events > 1
+    item_codes: tuple[np.ndarray, int] | None = None
+    users, n_users = None, 1
+    if keep.any() and need_users:
+        user_column = table.column("user_id")
+        if (deduplicate or min_item_support > 1) and _run_heads(_combine(user_column)) is None:
+            # Users are not grouped (duplicates need item codes then): hash both columns at once.
+            with ThreadPoolExecutor(2) as pool:  # Arrow's hashing releases the GIL
+                item_job = pool.submit(_codes, table.column("item_id"))
+                users, n_users = _codes(user_column)
+                item_codes = item_job.result()
+        else:
+            users, n_users = _codes(user_column)
 
-    if deduplicate and keep.any():
+    def items() -> tuple[np.ndarray, int]:
+        """Item codes, computed once and only if needed (duplicates in an unsorted log, rare items)."""
+        nonlocal item_codes
+        if item_codes is None:
+            item_codes = _codes(table.column("item_id"))
+        return item_codes
+
+    ts_np = None
+    if (deduplicate or rate_limits) and keep.any():
         ts_np = _combine(pc.fill_null(table.column("timestamp"), 0)).to_numpy(zero_copy_only=False)
-        drop("duplicate", _duplicates(keep, users, n_users, items, n_items, ts_np, table.column("event_type")))
+    if deduplicate and keep.any():
+        drop(
+            "duplicate",
+            _duplicates(keep, users, n_users, items, ts_np, table.column("item_id"), table.column("event_type")),
+        )
     else:
         drop("duplicate", None)
 
-    if max_events_per_user is not None and keep.any():
-        counts = np.bincount(users[keep], minlength=n_users)
-        drop("bot_user", (counts > int(max_events_per_user))[users])
+    if (max_events_per_user is not None or rate_limits) and keep.any():
+        bots = np.zeros(n_users, dtype=bool)
+        if max_events_per_user is not None:
+            bots |= np.bincount(users[keep], minlength=n_users) > int(max_events_per_user)
+        if rate_limits:
+            bots |= _rate_bots(keep, users, n_users, ts_np, rate_limits)
+        drop("bot_user", bots[users])
     else:
         drop("bot_user", None)
 
-    if min_item_support > 1 and keep.any() and item_support is not None:
-        drop("rare_item", _below_support(table.column("item_id"), item_support, int(min_item_support)))
-    elif min_item_support > 1 and keep.any():
-        counts = np.bincount(items[keep], minlength=n_items)
-        drop("rare_item", (counts < int(min_item_support))[items])
-    else:
-        drop("rare_item", None)
+    for iteration in range(n + 1):  # k_core: until stable (each pass that goes on drops >= 1 row)
+        before = report.kept_rows
+        if min_item_support > 1 and keep.any() and item_support is not None:
+            drop("rare_item", _below_support(table.column("item_id"), item_support, int(min_item_support)))
+        elif min_item_support > 1 and keep.any():
+            codes, n_items = items()
+            counts = np.bincount(codes[keep], minlength=n_items)
+            drop("rare_item", (counts < int(min_item_support))[codes])
+        else:
+            drop("rare_item", None)
 
-    if min_user_events > 1 and keep.any():
-        counts = np.bincount(users[keep], minlength=n_users)
-        drop("short_user", (counts < int(min_user_events))[users])
-    else:
-        drop("short_user", None)
+        if min_user_events > 1 and keep.any():
+            counts = np.bincount(users[keep], minlength=n_users)
+            drop("short_user", (counts < int(min_user_events))[users])
+        else:
+            drop("short_user", None)
+        if not k_core or min_item_support <= 1 or report.kept_rows == before:
+            break
+    if k_core:
+        logger.info("clean_events: k-core stable after %d pass(es)", iteration + 1)
 
     columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names] + [ROW_INDEX]
     dropped_columns = [c for c in names if c not in columns]
@@ -475,6 +614,9 @@ def clean_events(
             "deduplicate": bool(deduplicate),
             "max_events_per_user": max_events_per_user,
             "min_item_support": int(min_item_support),
+            **({"max_events_per_minute": max_events_per_minute} if max_events_per_minute is not None else {}),
+            **({"max_events_per_hour": max_events_per_hour} if max_events_per_hour is not None else {}),
+            **({"k_core": True} if k_core else {}),
             **({"item_support": Hasher.hash(item_support)} if item_support is not None else {}),
         },
     )
@@ -492,6 +634,8 @@ def count_item_support(
     *,
     deduplicate: bool = True,
     max_events_per_user: int | None = None,
+    max_events_per_minute: int | None = None,
+    max_events_per_hour: int | None = None,
     source: str | None = None,
 ) -> pa.Table:
     """Events per item among the rows :func:`clean_events` keeps before its ``rare_item`` step
@@ -506,6 +650,8 @@ def count_item_support(
         min_user_events=0,
         deduplicate=deduplicate,
         max_events_per_user=max_events_per_user,
+        max_events_per_minute=max_events_per_minute,
+        max_events_per_hour=max_events_per_hour,
         min_item_support=1,
         source=source,
     )

@@ -413,6 +413,7 @@ def prepare_partitioned(
             min_user_events=options.min_user_events,
             deduplicate=options.deduplicate,
             max_events_per_user=options.max_events_per_user,
+            **_rate_options(options),
             min_item_support=options.min_item_support,
             source=source_name,
             **options.clean,
@@ -421,7 +422,10 @@ def prepare_partitioned(
         if options.min_item_support > 1:
             for file in parts.files:
                 counted = count_item_support(
-                    _read_file(file), deduplicate=options.deduplicate, max_events_per_user=options.max_events_per_user
+                    _read_file(file),
+                    deduplicate=options.deduplicate,
+                    max_events_per_user=options.max_events_per_user,
+                    **_rate_options(options),
                 )
                 support = _sum_counts(support, counted, "item_id")
             step(f"global item support counted ({support.num_rows:,} items)")
@@ -526,6 +530,14 @@ def _check_options(options: Any) -> None:
     """The option checks of :func:`seqbert.prepare.prepare_events`, before any work."""
     from .splits import LOO_TARGETS
 
+    from ..prepare import check_tokenizer_options
+
+    check_tokenizer_options(options)
+    if getattr(options, "k_core", False) and options.min_item_support > 1:
+        raise ValueError(
+            "k_core=True with min_item_support > 1 needs the whole log in memory (each pass changes the global "
+            "item counts): prepare it in memory (without partitions)."
+        )
     loo_target = getattr(options, "loo_target", "last_event")
     if loo_target not in LOO_TARGETS:
         raise ValueError(f"Unknown loo_target {loo_target!r}; use one of {', '.join(LOO_TARGETS)}.")
@@ -533,6 +545,15 @@ def _check_options(options: Any) -> None:
         raise ValueError(f"loo_target={loo_target!r} only applies to split='leave_one_out'.")
     if options.split not in ("leave_one_out", "temporal"):
         raise ValueError(f"Unknown split {options.split!r}; use 'leave_one_out' or 'temporal'.")
+
+
+def _rate_options(options: Any) -> dict[str, Any]:
+    """The bot-rate thresholds PrepareOptions may carry (per-user rules: exact per partition)."""
+    return {
+        name: getattr(options, name)
+        for name in ("max_events_per_minute", "max_events_per_hour")
+        if getattr(options, name, None) is not None
+    }
 
 
 def _tokenizer_options(options: Any) -> dict[str, Any]:

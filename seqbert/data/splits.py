@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from .arrow import element_positions, filter_list_elements, from_arrow, list_offsets, take_list_elements, to_arrow
+from .arrow import from_arrow, list_offsets, take_list_elements, take_prefixes, to_arrow
 from .sequences import list_columns
 
 logger = logging.getLogger(__name__)
@@ -26,17 +26,22 @@ TARGET_COLUMNS = {"item_ids": "target_item_id", "event_types": "target_event_typ
 
 def history_before(table: pa.Table, cutoff: int) -> tuple[pa.Table, np.ndarray]:
     """Each row's events strictly before ``cutoff``, and how many there are per row."""
+    counts = _count_before(table, cutoff)
+    return take_prefixes(table, np.arange(table.num_rows), counts, list_columns(table)), counts
+
+
+def _count_before(table: pa.Table, cutoff: int) -> np.ndarray:
+    """Per row: how many events are strictly before ``cutoff`` (a prefix: rows are sorted by time)."""
     timestamps = table.column("timestamps").combine_chunks().flatten().to_numpy()
-    keep = timestamps < cutoff
     offsets = list_offsets(table.column("timestamps"))
-    rows, _ = element_positions(offsets)
-    counts = np.bincount(rows[keep], minlength=table.num_rows)
-    return filter_list_elements(table, list_columns(table), keep), counts
+    before = np.concatenate([[0], np.cumsum(timestamps < cutoff)])
+    return before[offsets[1:]] - before[offsets[:-1]]
 
 
-def _with_targets(history: pa.Table, source: pa.Table, flat_index: np.ndarray, rows: np.ndarray) -> Dataset:
-    """Rows ``rows`` of ``history`` plus target columns taken from ``source`` at ``flat_index``."""
-    table = history.take(pa.array(rows))
+def _with_targets(source: pa.Table, rows: np.ndarray, history_lengths: np.ndarray, flat_index: np.ndarray) -> Dataset:
+    """Rows ``rows`` of ``source`` cut to their first ``history_lengths[rows]`` events (the history),
+    plus target columns taken from ``source`` at ``flat_index[rows]``."""
+    table = take_prefixes(source, rows, history_lengths[rows], list_columns(source))
     targets = take_list_elements(source, list(TARGET_COLUMNS), flat_index[rows])
     for list_name, target_name in TARGET_COLUMNS.items():
         table = table.append_column(target_name, targets[list_name])
@@ -84,14 +89,13 @@ def leave_one_out(
     columns = list_columns(table)
     offsets = list_offsets(table.column("item_ids"))
     lengths = np.diff(offsets)
-    rows, positions = element_positions(offsets)
     if target == "last_event":
         validated = tested = lengths >= min_history + 2
         test_position = np.where(tested, lengths - 1, lengths)
         validation_position = np.where(validated, lengths - 2, lengths)
         description = "validation = second-to-last event, test = last event of each user (any event type)"
     else:
-        test_position, validation_position, purchases = _last_two_purchases(table, offsets, rows, positions)
+        test_position, validation_position, purchases = _last_two_purchases(table, offsets)
         users_without_purchase = int(np.count_nonzero(purchases == 0))
         tested = (purchases >= 1) & (test_position >= min_history)
         validated = tested & (purchases >= 2) & (validation_position >= min_history)
@@ -103,14 +107,12 @@ def leave_one_out(
             "are in no split"
         )
     train_end = np.where(validated, validation_position, test_position)  # == lengths when not evaluated
-    train = filter_list_elements(table, columns, positions < train_end[rows])
-    validation_history = filter_list_elements(table, columns, positions < validation_position[rows])
-    test_history = filter_list_elements(table, columns, positions < test_position[rows])
     test_rows, validation_rows = np.flatnonzero(tested), np.flatnonzero(validated)
+    # Each split is a prefix of every selected row: select the rows and cut each flat list column once.
     splits = DatasetDict(
-        train=from_arrow(train),
-        validation=_with_targets(validation_history, table, offsets[:-1] + validation_position, validation_rows),
-        test=_with_targets(test_history, table, offsets[:-1] + test_position, test_rows),
+        train=from_arrow(take_prefixes(table, np.arange(table.num_rows), train_end, columns)),
+        validation=_with_targets(table, validation_rows, validation_position, offsets[:-1] + validation_position),
+        test=_with_targets(table, test_rows, test_position, offsets[:-1] + test_position),
     )
     held_out = int(np.where(tested, lengths - test_position - 1, 0).sum())
     protocol = {
@@ -141,23 +143,22 @@ def leave_one_out(
     return splits, protocol
 
 
-def _last_two_purchases(
-    table: pa.Table, offsets: np.ndarray, rows: np.ndarray, positions: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _last_two_purchases(table: pa.Table, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: position of the last purchase, of the one before it (-1 where none) and the purchase count."""
     num_rows = len(offsets) - 1
     types = table.column("event_types").combine_chunks().flatten()
     flat = np.flatnonzero(pc.fill_null(pc.equal(types, PURCHASE), False).to_numpy(zero_copy_only=False))
-    owner = rows[flat]
+    owner = np.searchsorted(offsets, flat, side="right") - 1  # the row of each purchase (empty rows skipped)
+    position = flat - offsets[owner]  # of each purchase within its row
     counts = np.bincount(owner, minlength=num_rows)
     last = np.full(num_rows, -1, dtype=np.int64)
     previous = np.full(num_rows, -1, dtype=np.int64)
     if len(flat):
         is_last = np.append(owner[1:] != owner[:-1], True)  # flat indices are sorted, rows grouped
         last_k = np.flatnonzero(is_last)
-        last[owner[last_k]] = positions[flat[last_k]]
+        last[owner[last_k]] = position[last_k]
         with_previous = last_k[counts[owner[last_k]] >= 2]
-        previous[owner[with_previous]] = positions[flat[with_previous - 1]]
+        previous[owner[with_previous]] = position[with_previous - 1]
     return last, previous, counts
 
 
@@ -176,23 +177,24 @@ def temporal_split(
     table = to_arrow(sequences)
     offsets = list_offsets(table.column("timestamps"))
     timestamps = table.column("timestamps").combine_chunks().flatten().to_numpy()
+    columns = list_columns(table)
     train_end = validation_start if validation_start is not None else test_start
-    train, train_counts = history_before(table, train_end)
-    train = train.filter(pa.array(train_counts > 0))
+    train_counts = _count_before(table, train_end)
+    train_rows = np.flatnonzero(train_counts > 0)
 
-    splits = {"train": from_arrow(train)}
+    splits = {"train": from_arrow(take_prefixes(table, train_rows, train_counts[train_rows], columns))}
     windows = [("test", test_start, None)]
     if validation_start is not None:
         windows.insert(0, ("validation", validation_start, test_start))
     for name, start, end in windows:
-        history, counts = history_before(table, start)
+        counts = _count_before(table, start)
         first_after = offsets[:-1] + counts  # flat index of the first event at/after `start`
         has_target = first_after < offsets[1:]
         target_time = timestamps[np.minimum(first_after, len(timestamps) - 1)]
         if end is not None:
             has_target &= target_time < end
         rows = np.flatnonzero(has_target & (counts >= min_history))
-        splits[name] = _with_targets(history, table, first_after, rows)
+        splits[name] = _with_targets(table, rows, counts, first_after)
     protocol = {
         "kind": "temporal",
         "validation_start": validation_start,

@@ -7,15 +7,15 @@ raw columns themselves and finish here, through the *same* conversion steps as `
 (id strings, event-type aliases, timestamp validation, ``drop`` markers, error messages naming
 file, row, column, value and fix). The result has exactly the schema ``read_events`` returns.
 
-This module uses private helpers of :mod:`seqbert.data.readers` on purpose: one conversion path
-for every input, not a second copy of its rules.
+The conversion is :func:`seqbert.data.canonical.to_canonical_events`, the one path every input
+takes (no second copy of its rules); the file checks and error helpers are
+:mod:`seqbert.data.sources`.
 """
 
 from __future__ import annotations
 
 import codecs
 import inspect
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,48 +27,27 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 from datasets.fingerprint import Hasher
 
+from ..canonical import MARKER_COLUMNS, POLICIES, ROW_INDEX, check_choice, to_canonical_events, try_cast
 from ..errors import EventDataError
-from ..readers import (
-    _BLOCK_SIZE,
-    BAD_TIMESTAMP_MARKER,
-    CSV_NULL_VALUES,
-    MARKER_COLUMNS,
-    POLICIES,
-    ROW_INDEX,
-    UNKNOWN_EVENT_MARKER,
-    _cast_numeric,
-    _check_choice,
-    _field_count_error,
-    _io_error,
-    _map_event_types,
-    _merge_aliases,
-    _parse_timestamps,
-    _read_header,
-    _resolve_source,
-    _Source,
-    _to_string,
-    _try_cast,
-)
-from ..schema import ARROW_TYPES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from ..readers import CSV_NULL_VALUES
+from ..schema import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+from ..sources import READ_BLOCK_SIZE, Source, field_count_error, io_error, read_header, resolve_source
 
 _CANONICAL = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
-_STRING_COLUMNS = ("user_id", "item_id", "category", "query", "session_id")
-
-Source = _Source
 
 
-def resolve(path: str | Path, encoding: str = "utf-8", file_format: str = "csv") -> _Source:
+def resolve(path: str | Path, encoding: str = "utf-8", file_format: str = "csv") -> Source:
     """The checked input file (exists, not empty, known compression), as ``read_events`` checks it."""
-    return _resolve_source(path, file_format, encoding)
+    return resolve_source(path, file_format, encoding)
 
 
 def check_policies(unknown_events: str, bad_timestamps: str) -> None:
-    _check_choice("unknown_events", unknown_events, POLICIES, "--unknown-events")
-    _check_choice("bad_timestamps", bad_timestamps, POLICIES, "--bad-timestamps")
+    check_choice("unknown_events", unknown_events, POLICIES, "--unknown-events")
+    check_choice("bad_timestamps", bad_timestamps, POLICIES, "--bad-timestamps")
 
 
 def read_text_table(
-    src: _Source,
+    src: Source,
     *,
     column_names: Sequence[str] | None,
     delimiter: str,
@@ -81,7 +60,7 @@ def read_text_table(
     Field-count, encoding and truncated-file problems raise the same errors as ``read_events``.
     """
     if header:
-        names = _read_header(src, delimiter)
+        names = read_header(src, delimiter)
         src.header_lines = 1
     else:
         names = [str(c) for c in column_names or ()]
@@ -95,7 +74,7 @@ def read_text_table(
     read_options = pv.ReadOptions(
         column_names=names,
         skip_rows=1 if header else 0,
-        block_size=_BLOCK_SIZE,
+        block_size=READ_BLOCK_SIZE,
         encoding="utf8" if utf8 else src.encoding,
     )
     convert_options = pv.ConvertOptions(
@@ -114,12 +93,12 @@ def read_text_table(
             )
     except pa.ArrowInvalid as e:
         if invalid:
-            raise _field_count_error(src, invalid[0], len(names), not header, delimiter) from None
+            raise field_count_error(src, invalid[0], len(names), not header, delimiter) from None
         if "utf8" in str(e).lower():
             raise src.encoding_error() from None
         raise src.error(f"could not be parsed ({e})", fix="check that this is the dataset's original file.") from None
     except (OSError, EOFError) as e:
-        raise _io_error(src, e) from None
+        raise io_error(src, e) from None
     if table.num_rows == 0:
         raise src.error(
             "has no data rows" + (" (only a header)" if header else ""),
@@ -138,7 +117,7 @@ def constant_strings(value: str | None, n: int) -> pa.Array:
 def parse_integers(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Integer strings -> (int64 values, ok mask); missing and non-integer values are not ok."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    fast = _try_cast(arr, pa.int64())  # the common case: a clean integer column
+    fast = try_cast(arr, pa.int64())  # the common case: a clean integer column
     if fast is not None:
         return pc.fill_null(fast, 0).to_numpy(zero_copy_only=False), ~arr.is_null().to_numpy(zero_copy_only=False)
     trimmed = pc.utf8_trim_whitespace(arr)
@@ -151,7 +130,7 @@ def parse_integers(col: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 
 
 def assemble(
-    src: _Source,
+    src: Source,
     raw: Mapping[str, pa.Array | pa.ChunkedArray],
     *,
     names: Mapping[str, str] | None = None,
@@ -171,55 +150,10 @@ def assemble(
     Returns the canonical columns (canonical order), ``row_index`` = 0..n-1 and the marker
     columns of the ``drop`` policies, like ``read_events``.
     """
-    check_policies(unknown_events, bad_timestamps)
-    names = dict(names or {})
-    now = time.time() if now is None else now
-    aliases = _merge_aliases(event_aliases)
-    lengths = {len(a) for a in raw.values()}
-    if timestamps is not None:
-        lengths.add(len(timestamps[0]))
-    if len(lengths) != 1:  # pragma: no cover - programming error in a format module
-        raise ValueError(f"columns of different lengths: {lengths}")
-    (n,) = lengths
-    columns: dict[str, pa.Array] = {}
-    markers: dict[str, np.ndarray] = {}
-    for canon, col in raw.items():
-        if canon not in _CANONICAL:  # pragma: no cover - programming error
-            raise ValueError(f"{canon!r} is not a canonical column")
-        name = names.get(canon, canon)
-        if canon in _STRING_COLUMNS:
-            columns[canon] = _to_string(col, src, name)
-        elif canon == "event_type":
-            mapped, unknown = _map_event_types(col, src, name, aliases, unknown_events)
-            columns[canon] = mapped
-            if unknown_events == "drop":
-                markers[UNKNOWN_EVENT_MARKER] = unknown
-        elif canon == "timestamp":
-            ts = _parse_timestamps(col, src, name, timestamp_unit, bad_timestamps, now)
-            columns[canon] = ts.seconds
-            if bad_timestamps == "drop":
-                markers[BAD_TIMESTAMP_MARKER] = ts.bad
-        else:  # price, quantity: numbers or numeric strings, same rules and messages as read_events
-            columns[canon] = _cast_numeric(col, src, name, canon)
-    if timestamps is not None:
-        seconds, bad = timestamps
-        columns["timestamp"] = seconds
-        if bad_timestamps == "drop":
-            markers[BAD_TIMESTAMP_MARKER] = bad
-    if unknown_events == "drop" and UNKNOWN_EVENT_MARKER not in markers:
-        markers[UNKNOWN_EVENT_MARKER] = np.zeros(n, dtype=bool)
-    return _table(columns, markers, np.arange(n, dtype=np.int64))
-
-
-def _table(columns: Mapping[str, Any], markers: Mapping[str, np.ndarray], row_index: np.ndarray) -> pa.Table:
-    ordered = [c for c in _CANONICAL if c in columns]
-    fields = [pa.field(c, ARROW_TYPES[c]) for c in ordered] + [pa.field(ROW_INDEX, pa.int64())]
-    arrays = [columns[c] for c in ordered] + [pa.array(row_index, pa.int64())]
-    for marker in MARKER_COLUMNS:
-        if marker in markers:
-            fields.append(pa.field(marker, pa.bool_(), nullable=False))
-            arrays.append(pa.array(markers[marker], type=pa.bool_()))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    return to_canonical_events(
+        raw, src, names=names, event_aliases=event_aliases, timestamp_unit=timestamp_unit,
+        unknown_events=unknown_events, bad_timestamps=bad_timestamps, timestamps=timestamps, now=now,
+    ).table  # fmt: skip
 
 
 def concat(tables: Sequence[pa.Table]) -> pa.Table:
@@ -230,7 +164,7 @@ def concat(tables: Sequence[pa.Table]) -> pa.Table:
 
 
 def bad_rows_error(
-    src: _Source, bad: np.ndarray, values: pa.Array, *, column: str, what: str, fix: str
+    src: Source, bad: np.ndarray, values: pa.Array, *, column: str, what: str, fix: str
 ) -> EventDataError:
     """An error at the first bad row, with the count, in the style of ``read_events``."""
     first = int(np.argmax(bad))

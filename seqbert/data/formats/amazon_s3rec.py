@@ -54,7 +54,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pv
 
 from ..errors import EventDataError
-from ..readers import _io_error
+from ..sources import io_error
 from ..schema import EVENT_TYPES
 from . import _common
 
@@ -89,7 +89,7 @@ def _read_lines(src: _common.Source) -> pa.Array:
             raise src.encoding_error() from None
         raise src.error(f"could not be read as text lines ({e})", fix="pass the original <Category>.txt.") from None
     except (OSError, EOFError) as e:
-        raise _io_error(src, e) from None
+        raise io_error(src, e) from None
     return table.column("line").combine_chunks()
 
 

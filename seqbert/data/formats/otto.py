@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from ..errors import EventDataError
-from ..readers import _BLOCK_SIZE, _io_error, _json_syntax_error, _Source
+from ..sources import READ_BLOCK_SIZE, Source, io_error, json_syntax_error
 from . import _common
 
 EVENT_ALIASES: dict[str, str] = {"clicks": "click", "carts": "cart", "orders": "purchase"}
@@ -53,7 +53,7 @@ _SCHEMA = pa.schema(
 )
 
 
-class _SessionSource(_Source):
+class _SessionSource(Source):
     """Locates an exploded event by its session line and its position in ``events`` (error path only)."""
 
     parents: np.ndarray  # session row (0-based) of each exploded event
@@ -69,7 +69,7 @@ class _SessionSource(_Source):
         )
 
 
-def _read_sessions(src: _Source) -> pa.Table:
+def _read_sessions(src: Source) -> pa.Table:
     def read(schema: pa.Schema | None) -> pa.Table:
         with src.stream() as f:
             stream: Any = f
@@ -77,7 +77,7 @@ def _read_sessions(src: _Source) -> pa.Table:
                 stream = pa.transcoding_input_stream(f, src.encoding, "utf-8")
             return pj.read_json(
                 stream,
-                read_options=pj.ReadOptions(block_size=_BLOCK_SIZE),
+                read_options=pj.ReadOptions(block_size=READ_BLOCK_SIZE),
                 parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
                 if schema is not None
                 else None,
@@ -93,9 +93,9 @@ def _read_sessions(src: _Source) -> pa.Table:
         except pa.ArrowInvalid:
             table = read(None)  # ids or times not plain integers: let inference show what is there
     except pa.ArrowInvalid as e:
-        raise _json_syntax_error(src, str(e)) from None
+        raise json_syntax_error(src, str(e)) from None
     except (OSError, EOFError) as e:
-        raise _io_error(src, e) from None
+        raise io_error(src, e) from None
     example = '{"session": 0, "events": [{"aid": 1517085, "ts": 1659304800025, "type": "clicks"}]}'
     fields = {f.name: f.type for f in table.schema}
     event_type = fields.get("events")
