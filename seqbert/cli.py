@@ -73,6 +73,19 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-item-support", type=int, default=1, help="Drop items seen in fewer events (counted).")
     parser.add_argument("--max-events-per-user", type=int, help="Drop bot-like users above this many events (counted).")
     parser.add_argument(
+        "--max-events-per-minute", type=int, metavar="N",
+        help="Drop bot-like users with more than N events within any 60 seconds (counted as bot_user).",
+    )
+    parser.add_argument(
+        "--max-events-per-hour", type=int, metavar="N",
+        help="Drop bot-like users with more than N events within any hour (counted as bot_user).",
+    )
+    parser.add_argument(
+        "--k-core", action="store_true",
+        help="Repeat --min-item-support and --min-user-events until stable (iterative k-core), instead of once; "
+        "every pass is counted under rare_item / short_user. In memory only (not with --partitions).",
+    )
+    parser.add_argument(
         "--partitions", type=int, metavar="K",
         help="Prepare a log larger than memory: stream it into K user partitions on disk and prepare one at a "
         "time (same result as in memory; about 0.5 GB of RAM per million events of one partition).",
@@ -95,6 +108,16 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-length", type=int, default=200, help="Tokenizer's longest sequence (appended mask included).")
     parser.add_argument("--vocab-min-count", type=int, default=1, help="Items seen fewer times in training map to [UNK].")
     parser.add_argument("--vocab-max-size", type=int, help="Keep only the most frequent items in the vocabulary.")
+    parser.add_argument(
+        "--unseen-items", default="unk", choices=["unk", "hash"],
+        help="Items outside the vocabulary (unseen in training, or cut by --vocab-min-count/--vocab-max-size): "
+        "'unk' maps them all to [UNK]; 'hash' to one of --num-hash-buckets tokens chosen by a stable hash of the "
+        "item id, so the same unseen item always gets the same token.",
+    )
+    parser.add_argument(
+        "--num-hash-buckets", type=int, default=0, metavar="N",
+        help="Number of hash-bucket tokens for --unseen-items hash (required there, e.g. 1024).",
+    )
 
 
 SCHEMA_KEYS = (
@@ -137,6 +160,15 @@ def run_prepare(args: argparse.Namespace) -> dict:
 
     if args.split != "leave_one_out" and args.loo_target != "last_event":
         raise SystemExit("seqbert prepare: error: --loo-target applies to --split leave_one_out only.")
+    if args.k_core and args.partitions and args.min_item_support > 1:
+        raise SystemExit(
+            "seqbert prepare: error: --k-core with --min-item-support > 1 needs the whole log in memory; "
+            "leave out --partitions."
+        )
+    if args.unseen_items == "hash" and args.num_hash_buckets < 1:
+        raise SystemExit("seqbert prepare: error: --unseen-items hash needs --num-hash-buckets N with N >= 1.")
+    if args.unseen_items == "unk" and args.num_hash_buckets:
+        raise SystemExit("seqbert prepare: error: --num-hash-buckets applies to --unseen-items hash only.")
     options = PrepareOptions(
         split=args.split,
         validation_fraction=args.validation_fraction,
@@ -144,6 +176,9 @@ def run_prepare(args: argparse.Namespace) -> dict:
         min_user_events=args.min_user_events,
         min_item_support=args.min_item_support,
         max_events_per_user=args.max_events_per_user,
+        max_events_per_minute=args.max_events_per_minute,
+        max_events_per_hour=args.max_events_per_hour,
+        k_core=args.k_core,
         session_gap_seconds=int(args.session_gap_minutes * 60),
         loo_target=args.loo_target,
         collapse_repeated_views=args.collapse_repeated_views,
@@ -151,6 +186,8 @@ def run_prepare(args: argparse.Namespace) -> dict:
         max_length=args.max_length,
         vocab_min_count=args.vocab_min_count,
         vocab_max_size=args.vocab_max_size,
+        unseen_items=args.unseen_items,
+        num_hash_buckets=args.num_hash_buckets,
     )
     read_options = {
         "file_format": args.file_format,
@@ -326,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(commands)
     add_prepare_parser(commands)
     add_training_passthrough(commands, "pretrain", "Masked-behavior pretraining on a prepared folder.")
-    add_training_passthrough(commands, "finetune", "Purchase-prediction fine-tuning on a prepared folder.")
+    add_training_passthrough(
+        commands, "finetune", "Fine-tuning on a prepared folder: --task user-purchase | item-conversion | click."
+    )
     add_evaluate_parser(commands)
     add_model_use_parsers(commands)
     return parser
@@ -341,7 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .training import finetune, pretrain
 
         module = pretrain if args.command == "pretrain" else finetune
-        module.main([*args.options, *extra])
+        # Everything after the command name goes to the training script unchanged: argparse's REMAINDER
+        # would otherwise split an option from its value when the first option looks like a flag.
+        module.main(argv[argv.index(args.command) + 1 :])
         return 0
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -190,6 +190,56 @@ def plot_reliability(
     return _save(fig, path, title or "Reliability diagram")
 
 
+def plot_reliability_comparison(
+    curves: Mapping[str, tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]],
+    *,
+    n_bins: int = 10,
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Reliability diagrams of several prediction sets on one axis (e.g. a model before and after
+    temperature scaling, and a baseline), each labelled with its ECE over ``n_bins`` equal-width bins.
+
+    Args:
+        curves: name → ``(labels, probs)``; labels 0/1, probabilities in [0, 1].
+        n_bins: number of equal-width bins.
+        path: where to write the PNG.
+        title: figure title.
+
+    Returns:
+        The PNG path.
+    """
+    if not curves:
+        raise ValueError("curves is empty: give at least one (labels, probs) pair.")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}.")
+    fig = _figure(width=6.5, height=6.0)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for name, (labels, probs) in curves.items():
+        y = np.asarray(labels, dtype=float).ravel()
+        p = np.asarray(probs, dtype=float).ravel()
+        if y.size == 0 or y.size != p.size:
+            raise ValueError(f"{name}: labels and probs must be non-empty and of equal length, got {y.size} and {p.size}.")
+        if not (np.isfinite(p).all() and p.min() >= 0.0 and p.max() <= 1.0):
+            raise ValueError(f"{name}: probs must lie in [0, 1].")
+        bins = np.clip(np.digitize(p, edges[1:-1], right=True), 0, n_bins - 1)
+        counts = np.bincount(bins, minlength=n_bins)
+        filled = counts > 0
+        mean_prob = np.bincount(bins, weights=p, minlength=n_bins)[filled] / counts[filled]
+        positive_rate = np.bincount(bins, weights=y, minlength=n_bins)[filled] / counts[filled]
+        ece = float(np.sum(counts[filled] / y.size * np.abs(positive_rate - mean_prob)))
+        ax.plot(mean_prob, positive_rate, marker="o", linewidth=1.5, label=f"{name} (ECE = {ece:.4f})")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed positive rate")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path, title or "Reliability diagram")
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
@@ -210,4 +260,4 @@ def _save(fig: Figure, path: str | Path, title: str) -> Path:
     return path
 
 
-__all__ = ["DPI", "plot_curves", "plot_metric_bars", "plot_reliability"]
+__all__ = ["DPI", "plot_curves", "plot_metric_bars", "plot_reliability", "plot_reliability_comparison"]

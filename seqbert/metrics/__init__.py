@@ -10,16 +10,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .functional import (
+    bootstrap_classification_intervals,
     bootstrap_interval,
     brier,
+    calibrated_report,
+    classification_metrics,
     expected_calibration_error,
     fit_temperature,
     grouped_auc,
+    grouped_auc_details,
     log_loss,
     pr_auc,
+    probabilities_to_logits,
     ranking_metrics,
     ranks_from_scores,
     roc_auc,
+    temperature_scale,
 )
 
 
@@ -50,15 +56,21 @@ def load(name: str, **kwargs: Any) -> evaluate.EvaluationModule:
 
 __all__ = [
     "METRIC_NAMES",
+    "bootstrap_classification_intervals",
     "bootstrap_interval",
     "brier",
+    "calibrated_report",
+    "classification_metrics",
     "expected_calibration_error",
     "fit_temperature",
     "grouped_auc",
+    "grouped_auc_details",
     "load",
     "log_loss",
     "pr_auc",
+    "probabilities_to_logits",
     "ranking_metrics",
     "ranks_from_scores",
     "roc_auc",
+    "temperature_scale",
 ]

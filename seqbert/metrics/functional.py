@@ -19,13 +19,19 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .classification.classification_math import (
+    bootstrap_classification_intervals,
     brier,
+    calibrated_report,
+    classification_metrics,
     expected_calibration_error,
     fit_temperature,
     grouped_auc,
+    grouped_auc_details,
     log_loss,
     pr_auc,
+    probabilities_to_logits,
     roc_auc,
+    temperature_scale,
 )
 from .ranking.ranking_math import ranking_metrics, ranks_from_scores
 
@@ -114,14 +120,20 @@ def bootstrap_interval(
 
 
 __all__ = [
+    "bootstrap_classification_intervals",
     "bootstrap_interval",
     "brier",
+    "calibrated_report",
+    "classification_metrics",
     "expected_calibration_error",
     "fit_temperature",
     "grouped_auc",
+    "grouped_auc_details",
     "log_loss",
     "pr_auc",
+    "probabilities_to_logits",
     "ranking_metrics",
     "ranks_from_scores",
     "roc_auc",
+    "temperature_scale",
 ]

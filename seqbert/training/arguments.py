@@ -78,6 +78,23 @@ class PretrainArguments:
     last_item_mask_prob: float = field(
         default=0.1, metadata={"help": "Probability a sequence masks only its last item (next-item mode)."}
     )
+    attention_type: str = field(
+        default="bidirectional",
+        metadata={"help": "bidirectional: BERT-style Cloze (masked-behavior) training. causal: the same encoder "
+                  "left-to-right (SASRec-style), trained to predict the next item at every position; the Cloze "
+                  "options (--mask_prob, --last_item_mask_prob) then do not apply."},
+    )
+    loss_type: str = field(
+        default="full",
+        metadata={"help": "Item loss: full softmax over the catalog, or sampled (sampled softmax with log-Q "
+                  "correction over --num_negatives shared negatives; for very large catalogs)."},
+    )
+    num_negatives: int = field(default=1024, metadata={"help": "Negatives per batch with --loss_type sampled."})
+    negative_sampling_power: float = field(
+        default=0.0,
+        metadata={"help": "With --loss_type sampled: draw negatives ∝ training popularity ** power "
+                  "(0 = uniform, 1 = popularity; log-Q correction removes the sampling bias)."},
+    )
     behavior_loss_weight: float = field(default=0.1, metadata={"help": "Weight of the event-type loss."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the item loss."})
     init_from: str | None = field(default=None, metadata={"help": "Continue from a saved model folder."})
@@ -88,12 +105,17 @@ class PretrainArguments:
 
 @dataclass
 class FinetuneArguments:
-    """Purchase-prediction fine-tuning options."""
+    """Purchase / item-conversion / click fine-tuning options."""
 
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Pretrained SeqBERT folder; omit to train from scratch."}
     )
-    task: str = field(default="user-purchase", metadata={"help": "Prediction task: user-purchase."})
+    task: str = field(
+        default="user-purchase",
+        metadata={"help": "Prediction task: user-purchase (any purchase in the horizon) | item-conversion (purchase "
+                  "of an item viewed/carted/faved before the cutoff) | click (interaction with a candidate item; "
+                  "popularity-sampled negatives). Item tasks give the candidate to the model as the query token."},
+    )
     horizon_days: float | None = field(
         default=None,
         metadata={"help": "Label window after each cutoff; default: test_start - validation_start."},
@@ -101,8 +123,29 @@ class FinetuneArguments:
     freeze_encoder: bool = field(default=False, metadata={"help": "Train only the classification head."})
     class_weighting: bool = field(
         default=False,
-        metadata={"help": "Weight the loss by inverse class frequency. Off by default: it distorts the "
-                  "probabilities (log-loss, calibration); ranking metrics (ROC-/PR-AUC) need no weighting."},
+        metadata={"help": "Weight the loss by inverse class frequency (the logits are shifted back by -log(w1/w0) "
+                  "before any metric, so probabilities keep the real prior). Off by default: ranking metrics "
+                  "(ROC-/PR-AUC) need no weighting."},
+    )
+    negatives_per_positive: int = field(
+        default=4, metadata={"help": "click: popularity-sampled negatives per positive (same user)."}
+    )
+    label_seed: int = field(
+        default=0,
+        metadata={"help": "click: seed of the negative sampling (split i uses label_seed + i); separate from --seed "
+                  "so every model and training seed sees the same examples."},
+    )
+    bootstrap_resamples: int = field(
+        default=200,
+        metadata={"help": "Bootstrap resamples for the 95 %% intervals of the test metrics, with temperature scaling "
+                  "fitted on validation (0: skip)."},
+    )
+    tabular_baseline: bool = field(
+        default=True, metadata={"help": "Also fit and report the logistic-regression baseline on tabular features."}
+    )
+    save_predictions: bool = field(
+        default=True,
+        metadata={"help": "Write predictions.npz (validation/test labels, logits and user ids) into output_dir."},
     )
 
 

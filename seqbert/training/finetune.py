@@ -1,16 +1,40 @@
-"""Purchase-prediction fine-tuning. Run under ``accelerate launch -m seqbert.training.finetune``
-(or ``scripts/finetune.py``).
+"""Purchase / conversion / click fine-tuning. Run under ``accelerate launch -m seqbert.training.finetune``
+(or ``scripts/finetune.py``, or ``seqbert finetune``).
 
-Task ``user-purchase``: from a user's events strictly before a cutoff, predict whether the user
-purchases anything in ``[cutoff, cutoff + horizon)``. Cutoffs come from the prepared data's
-temporal protocol, so fine-tuning never labels with anything a pretrained model could have seen:
+Tasks (``--task``), built by :mod:`seqbert.data.labels` from the prepared data's full sequences:
+
+- ``user-purchase``: from a user's events strictly before a cutoff, does the user purchase anything in
+  ``[cutoff, cutoff + horizon)``? Input: history + appended ``[MASK]``.
+- ``item-conversion``: for each (user, item) the user viewed / carted / faved before the cutoff, does
+  the user purchase that item in the horizon?
+- ``click``: for a user's history and a candidate item (the items the user interacts with in the
+  horizon, and popularity-sampled negatives), does the user interact with the candidate?
+
+How the candidate reaches the model (item tasks): the query token appended after the history is the
+**candidate item** instead of ``[MASK]``: its item id is the candidate's token id (``[UNK]`` when the
+candidate is outside the vocabulary), its event type is the mask behavior ("unknown, to predict") and
+its time id the gap from the last event to the cutoff, exactly as ``[MASK]`` carries it for
+``user-purchase``. The classifier pools that position, so attention compares the candidate with every
+history event (same item, same neighbourhood in the pretrained embedding space). With a pretrained
+encoder the candidate's input embedding is the tied item embedding the masked-behavior head scores
+items with. :func:`encode_task_rows` builds these inputs for a labelled set and
+:func:`predict_candidates` for raw events.
+
+Cutoffs come from the prepared data's temporal protocol, so fine-tuning never labels with anything a
+pretrained model could have seen (pretraining uses the train split: events before validation_start):
 
 - train:      cutoff = validation_start - horizon (labels end where pretraining data ends),
 - validation: cutoff = validation_start,
 - test:       cutoff = test_start.
 
-A logistic regression on recency / frequency features of the same histories is the baseline,
-scored by the same metric code.
+Class imbalance: the loss is unweighted by default (the probabilities then keep the data's positive
+rate; ROC-/PR-AUC need no weighting). With ``--class_weighting`` the loss weights the classes by
+inverse frequency and the reported logits are shifted back by ``-log(w1 / w0)`` (the prior correction
+that undoes the weighting) before any metric or temperature scaling.
+
+A logistic regression on tabular features of the same pre-cutoff events
+(:func:`seqbert.data.features.task_features`) is the in-run baseline, scored by the same metric code;
+``scripts/bench_purchase.py`` adds gradient-boosted trees and the other seqbert variants.
 """
 
 from __future__ import annotations
@@ -19,19 +43,33 @@ import json
 import logging
 import resource
 import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
 
 from ..baselines import LogisticRegressionBaseline
 from ..collators import DataCollatorWithLeftPadding
 from ..configuration_seqbert import SeqBertConfig
-from ..data.features import recency_frequency_features
-from ..data.labels import user_purchase_labels
-from ..metrics.functional import brier, expected_calibration_error, log_loss, pr_auc, roc_auc
+from ..data.arrow import from_arrow, list_offsets, to_arrow
+from ..data.features import item_statistics, task_features
+from ..data.labels import click_candidate_labels, item_conversion_labels, user_purchase_labels
+from ..metrics.functional import (
+    brier,
+    calibrated_report,
+    expected_calibration_error,
+    log_loss,
+    pr_auc,
+    probabilities_to_logits,
+    roc_auc,
+)
 from ..modeling_seqbert import SeqBertForSequenceClassification
 from ..prepared import PreparedData, encode_for_classification
 from .arguments import FinetuneArguments, ModelArguments, TrainingArguments
@@ -39,14 +77,21 @@ from .loop import make_accelerator, train
 from .outputs import write_model_folder
 
 logger = logging.getLogger(__name__)
-LABELS = {0: "no_purchase", 1: "purchase"}
-TASKS = ("user-purchase",)
+TASKS = ("user-purchase", "item-conversion", "click")
+TASK_LABELS = {
+    "user-purchase": {0: "no_purchase", 1: "purchase"},
+    "item-conversion": {0: "no_conversion", 1: "conversion"},
+    "click": {0: "no_interaction", 1: "interaction"},
+}
+LABELS = TASK_LABELS["user-purchase"]
+ITEM_TASKS = ("item-conversion", "click")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[TrainingArguments, ModelArguments, FinetuneArguments]:
     parser = HfArgumentParser(
         (TrainingArguments, ModelArguments, FinetuneArguments),
-        description="Fine-tune SeqBERT for purchase prediction (labels from after a time cutoff only).",
+        description="Fine-tune SeqBERT for purchase / item-conversion / click prediction (labels from after a "
+        "time cutoff only, inputs from before it).",
     )
     return parser.parse_args_into_dataclasses(args=argv)
 
@@ -56,33 +101,151 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     metrics = {"count": float(len(labels)), "positive_rate": float(np.mean(labels)) if len(labels) else 0.0}
     if len(np.unique(labels)) == 2:
         metrics.update(roc_auc=roc_auc(labels, probs), pr_auc=pr_auc(labels, probs))
-    metrics.update(log_loss=log_loss(labels, probs), brier=brier(labels, probs), ece=expected_calibration_error(labels, probs))
+    if len(labels):
+        metrics.update(log_loss=log_loss(labels, probs), brier=brier(labels, probs), ece=expected_calibration_error(labels, probs))
     return metrics
 
 
-def label_splits(data: PreparedData, horizon_seconds: int | None) -> tuple[dict, dict]:
-    """The three labelled sets and the cutoffs used, from the temporal protocol."""
-    protocol = data.protocol
+def task_cutoffs(protocol: Mapping[str, Any], horizon_seconds: int | None) -> dict[str, int]:
+    """``{"horizon_seconds", "train_cutoff", "validation_cutoff", "test_cutoff"}`` from a temporal protocol."""
     if protocol.get("kind") != "temporal" or protocol.get("validation_start") is None:
         raise ValueError(
-            "Purchase fine-tuning needs data prepared with a temporal split and a validation cutoff "
+            "Fine-tuning needs data prepared with a temporal split and a validation cutoff "
             "(`seqbert prepare ... --split temporal`): with leave-one-out, pretraining sees events after "
             "any label cutoff, which would leak labels."
         )
     validation_start, test_start = int(protocol["validation_start"]), int(protocol["test_start"])
     horizon = int(horizon_seconds or (test_start - validation_start))
-    cutoffs = {"train": validation_start - horizon, "validation": validation_start, "test": test_start}
-    sets = {
-        name: user_purchase_labels(data.sequences, cutoff=cutoff, horizon_seconds=horizon)
-        for name, cutoff in cutoffs.items()
+    return {
+        "horizon_seconds": horizon,
+        "train_cutoff": validation_start - horizon,
+        "validation_cutoff": validation_start,
+        "test_cutoff": test_start,
     }
-    return sets, {"horizon_seconds": horizon, **{f"{name}_cutoff": c for name, c in cutoffs.items()}}
 
 
-def build_model(args: FinetuneArguments, model_args: ModelArguments, tokenizer, max_length: int):
+def build_task_rows(
+    sequences: Dataset,
+    task: str,
+    *,
+    cutoff: int,
+    horizon_seconds: int,
+    negatives_per_positive: int = 4,
+    seed: int = 0,
+) -> Dataset:
+    """The labelled rows of ``task`` at one cutoff (see :mod:`seqbert.data.labels`)."""
+    if task == "user-purchase":
+        return user_purchase_labels(sequences, cutoff=cutoff, horizon_seconds=horizon_seconds)
+    if task == "item-conversion":
+        return item_conversion_labels(sequences, cutoff=cutoff, horizon_seconds=horizon_seconds)
+    if task == "click":
+        return click_candidate_labels(
+            sequences, cutoff=cutoff, horizon_seconds=horizon_seconds, negatives_per_positive=negatives_per_positive, seed=seed
+        )
+    raise ValueError(f"Unknown task {task!r}; available: {', '.join(TASKS)}.")
+
+
+def label_splits(
+    data: PreparedData, horizon_seconds: int | None, task: str = "user-purchase", *, negatives_per_positive: int = 4, seed: int = 0
+) -> tuple[dict[str, Dataset], dict[str, int]]:
+    """The three labelled sets (train / validation / test) and the cutoffs used, from the temporal protocol.
+
+    The click task's negatives use ``seed + i`` for the i-th split, so the three splits draw independently.
+    """
+    cutoffs = task_cutoffs(data.protocol, horizon_seconds)
+    sets = {
+        name: build_task_rows(
+            data.sequences, task, cutoff=cutoffs[f"{name}_cutoff"], horizon_seconds=cutoffs["horizon_seconds"],
+            negatives_per_positive=negatives_per_positive, seed=seed + offset,
+        )  # fmt: skip
+        for offset, name in enumerate(("train", "validation", "test"))
+    }
+    return sets, cutoffs
+
+
+def replace_query_items(encoded: Dataset, candidate_ids: np.ndarray) -> Dataset:
+    """Put ``candidate_ids`` (token ids, one per row) at the last position of each ``input_ids`` row:
+    the query token appended by :func:`~seqbert.prepared.encode_for_classification`."""
+    table = to_arrow(encoded)
+    column = table.column("input_ids").combine_chunks()
+    offsets = list_offsets(column)
+    values = column.flatten().to_numpy(zero_copy_only=False).copy()
+    values[offsets[1:] - 1] = candidate_ids.astype(values.dtype)
+    array = type(column).from_arrays(pa.array(offsets.astype(column.offsets.type.to_pandas_dtype())), pa.array(values))
+    return from_arrow(table.set_column(table.schema.get_field_index("input_ids"), "input_ids", array))
+
+
+def encode_task_rows(rows: Dataset, tokenizer, max_length: int) -> Dataset:
+    """Model inputs of labelled task rows: history + query token (``[MASK]``, or the candidate item for
+    rows with a ``candidate_item_id``), the query's time id = gap from the last event to the cutoff."""
+    encoded = encode_for_classification(rows, tokenizer, max_length)
+    if "candidate_item_id" not in rows.column_names:
+        return encoded
+    candidates = tokenizer.item_token_ids(to_arrow(rows).column("candidate_item_id").combine_chunks())
+    return replace_query_items(encoded, candidates)
+
+
+def task_feature_sets(data: PreparedData, labelled: Mapping[str, Dataset]) -> dict[str, np.ndarray]:
+    """Tabular features of each labelled set, item statistics taken at that set's own cutoff."""
+    features = {}
+    for name, rows in labelled.items():
+        cutoff = int(rows["cutoff"][0]) if rows.num_rows else 0
+        statistics = item_statistics(data.sequences, cutoff) if "candidate_item_id" in rows.column_names else None
+        features[name] = task_features(rows, statistics)[0]
+    return features
+
+
+@torch.no_grad()
+def predict_candidates(
+    model: SeqBertForSequenceClassification,
+    tokenizer,
+    histories: Sequence[Sequence[Mapping[str, Any]]],
+    candidates: Sequence[str],
+    query_timestamps: Sequence[int] | None = None,
+    *,
+    max_length: int | None = None,
+) -> np.ndarray:
+    """Probabilities that each user converts on / interacts with a candidate item (item-conversion / click models).
+
+    Args:
+        model: a fine-tuned folder loaded with ``SeqBertForSequenceClassification.from_pretrained`` (or
+            ``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)``).
+        tokenizer: ``BehaviorTokenizer.from_pretrained(folder)``.
+        histories: one list of raw events per row (dicts with ``item_id``, ``event_type``, ``timestamp``;
+            any order), all strictly before the prediction time.
+        candidates: one external item id per row.
+        query_timestamps: the prediction time per row (the label cutoff in training); defaults to each
+            history's last timestamp.
+
+    Returns:
+        ``(n,)`` probabilities of the positive label.
+
+    Example::
+
+        model = SeqBertForSequenceClassification.from_pretrained("runs/click").eval()
+        tokenizer = BehaviorTokenizer.from_pretrained("runs/click")
+        predict_candidates(model, tokenizer, [events], ["i00042"], [1_700_086_400])
+    """
+    if len(histories) != len(candidates):
+        raise ValueError(f"{len(histories)} histories but {len(candidates)} candidates.")
+    if query_timestamps is None:
+        query_timestamps = [max(int(event["timestamp"]) for event in history) if history else 0 for history in histories]
+    max_length = max_length or int(model.config.max_position_embeddings)
+    inputs = tokenizer(
+        [list(history) for history in histories], append_mask=True, query_timestamps=list(query_timestamps),
+        max_length=max_length, padding=True, return_tensors="pt",
+    )  # fmt: skip
+    device = next(model.parameters()).device
+    inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
+    inputs["input_ids"][:, -1] = torch.as_tensor(tokenizer.item_token_ids([str(c) for c in candidates]), device=device)
+    logits = model(**inputs).logits.float()
+    return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy().astype(np.float64)
+
+
+def build_model(args: FinetuneArguments, model_args: ModelArguments, tokenizer, max_length: int, labels=LABELS):
     if args.model_name_or_path:
         return SeqBertForSequenceClassification.from_pretrained(
-            args.model_name_or_path, num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()}
+            args.model_name_or_path, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()}
         )
     config = SeqBertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -91,11 +254,27 @@ def build_model(args: FinetuneArguments, model_args: ModelArguments, tokenizer, 
         num_time_buckets=tokenizer.num_time_buckets,
         max_position_embeddings=max_length,
         num_labels=2,
-        id2label=LABELS,
-        label2id={v: k for k, v in LABELS.items()},
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
         **vars(model_args),
     )
     return SeqBertForSequenceClassification(config)
+
+
+TASK_TEXT = {
+    "user-purchase": "Probability that a user purchases anything within {horizon} after a cutoff, from the user's "
+    "behavior events strictly before it.",
+    "item-conversion": "Probability that a user purchases an item they viewed, carted or faved before a cutoff, within "
+    "{horizon} after it; input: the user's events strictly before the cutoff, then the item as the query token.",
+    "click": "Probability that a user interacts (any event) with a candidate item within {horizon} after a cutoff; "
+    "input: the user's events strictly before the cutoff, then the candidate as the query token. Candidates: the "
+    "items the user interacts with in the window (seen before the cutoff) and {negatives} popularity-sampled "
+    "negatives per positive.",
+}
+
+
+def _format_horizon(seconds: int) -> str:
+    return f"{seconds / 86_400:.2f} days" if seconds >= 86_400 else f"{seconds / 60:.0f} minutes"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -106,13 +285,19 @@ def main(argv: list[str] | None = None) -> dict:
     data = PreparedData.load(args.data_dir)
     tokenizer = data.tokenizer
     horizon = int(ft_args.horizon_days * 86_400) if ft_args.horizon_days else None
-    labelled, cutoffs = label_splits(data, horizon)
-    with accelerator.main_process_first():
-        encoded = {name: encode_for_classification(rows, tokenizer, args.max_length) for name, rows in labelled.items()}
+    labelled, cutoffs = label_splits(
+        data, horizon, ft_args.task, negatives_per_positive=ft_args.negatives_per_positive, seed=ft_args.label_seed
+    )
     counts = {name: {"examples": rows.num_rows, "positives": int(np.sum(rows["label"]))} for name, rows in labelled.items()}
-    logger.info("label counts %s, cutoffs %s", counts, cutoffs)
+    logger.info("task %s, label counts %s, cutoffs %s", ft_args.task, counts, cutoffs)
+    if counts["train"]["examples"] == 0 or counts["validation"]["examples"] == 0:
+        raise ValueError(f"Task {ft_args.task!r} has no training or validation rows at these cutoffs: {counts}.")
+    with accelerator.main_process_first():
+        encoded = {name: encode_task_rows(rows, tokenizer, args.max_length) for name, rows in labelled.items()}
 
-    model = build_model(ft_args, model_args, tokenizer, args.max_length)
+    task_labels = TASK_LABELS[ft_args.task]
+    model = build_model(ft_args, model_args, tokenizer, args.max_length, task_labels)
+    model.config.finetuning_task = ft_args.task
     if ft_args.freeze_encoder:
         model.seqbert.requires_grad_(False)
     train_labels = np.asarray(labelled["train"]["label"])
@@ -120,6 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
     class_weights = None
     if ft_args.class_weighting and 0 < positive_share < 1:
         class_weights = torch.tensor([0.5 / (1 - positive_share), 0.5 / positive_share])
+    # Weighting shifts the optimal logit by log(w1 / w0); subtract it so probabilities keep the real prior.
+    prior_shift = float(torch.log(class_weights[1] / class_weights[0])) if class_weights is not None else 0.0
 
     collator = DataCollatorWithLeftPadding()
     train_loader = DataLoader(encoded["train"], batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator)
@@ -129,15 +316,21 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     @torch.no_grad()
-    def predict(model, split: str) -> tuple[np.ndarray, np.ndarray]:
-        probs, labels = [], []
+    def predict_logits(model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, positive-class logits l1 - l0, prior-corrected)."""
+        logits, labels = [], []
         for batch in eval_loaders[split]:
             with accelerator.autocast():
-                logits = model(batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]).logits
-            batch_probs, batch_labels = accelerator.gather_for_metrics((logits.float().softmax(-1)[:, 1], batch["labels"]))
-            probs.append(batch_probs.cpu())
+                out = model(batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]).logits
+            out = out.float()
+            batch_logits, batch_labels = accelerator.gather_for_metrics((out[:, 1] - out[:, 0] - prior_shift, batch["labels"]))
+            logits.append(batch_logits.cpu())
             labels.append(batch_labels.cpu())
-        return torch.cat(labels).numpy(), torch.cat(probs).numpy()
+        return torch.cat(labels).numpy(), torch.cat(logits).numpy().astype(np.float64)
+
+    def predict(model, split: str) -> tuple[np.ndarray, np.ndarray]:
+        labels, logits = predict_logits(model, split)
+        return labels, 1.0 / (1.0 + np.exp(-logits))
 
     def loss_fn(model, batch):
         logits = model(batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]).logits
@@ -154,19 +347,50 @@ def main(argv: list[str] | None = None) -> dict:
         loss_fn=loss_fn,
     )
     model = accelerator.unwrap_model(model).eval()
-    results = {split: {"seqbert": binary_metrics(*predict(model, split))} for split in ("validation", "test")}
-    features = {name: recency_frequency_features(rows)[0] for name, rows in labelled.items()}
-    baseline = LogisticRegressionBaseline().fit(features["train"], train_labels)
-    for split in ("validation", "test"):
-        split_labels = np.asarray(labelled[split]["label"])
-        results[split]["logistic_regression_rf"] = binary_metrics(split_labels, baseline.predict_proba(features[split]))
+    predictions = {split: predict_logits(model, split) for split in ("validation", "test")}
+    results = {
+        split: {"seqbert": binary_metrics(labels, 1.0 / (1.0 + np.exp(-logits)))}
+        for split, (labels, logits) in predictions.items()
+    }
+    groups = {split: np.asarray(labelled[split]["user_id"]).astype(str) for split in ("validation", "test")}
+    reports = {}
+    if ft_args.bootstrap_resamples and len(np.unique(predictions["validation"][0])) == 2:
+        reports["seqbert"] = calibrated_report(
+            predictions["test"][0], predictions["test"][1], *predictions["validation"],
+            groups=groups["test"] if ft_args.task in ITEM_TASKS else None,
+            n_resamples=ft_args.bootstrap_resamples, seed=args.seed,
+        )  # fmt: skip
+    baseline_predictions = {}
+    if ft_args.tabular_baseline:
+        features = task_feature_sets(data, labelled)
+        baseline = LogisticRegressionBaseline().fit(features["train"], train_labels)
+        for split in ("validation", "test"):
+            split_labels = np.asarray(labelled[split]["label"])
+            probs = baseline.predict_proba(features[split])
+            baseline_predictions[split] = (split_labels, probabilities_to_logits(probs))
+            results[split]["logistic_regression_rf"] = binary_metrics(split_labels, probs)
+        if ft_args.bootstrap_resamples and len(np.unique(baseline_predictions["validation"][0])) == 2:
+            reports["logistic_regression_rf"] = calibrated_report(
+                baseline_predictions["test"][0], baseline_predictions["test"][1], *baseline_predictions["validation"],
+                groups=groups["test"] if ft_args.task in ITEM_TASKS else None,
+                n_resamples=ft_args.bootstrap_resamples, seed=args.seed,
+            )  # fmt: skip
+    for name, report in reports.items():
+        results["test"][f"{name}_temperature_scaled"] = {
+            key: value for key, value in report["calibrated"].items() if key in ("log_loss", "brier", "ece")
+        }
 
     summary = {
         "task": ft_args.task,
+        "task_definition": TASK_TEXT[ft_args.task].format(
+            horizon=_format_horizon(cutoffs["horizon_seconds"]), negatives=ft_args.negatives_per_positive
+        ),
+        "query_token": "candidate item" if ft_args.task in ITEM_TASKS else "[MASK]",
         "cutoffs": cutoffs,
         "label_counts": counts,
         "class_weights": class_weights.tolist() if class_weights is not None else None,
         "initialised_from": ft_args.model_name_or_path or "scratch",
+        "freeze_encoder": ft_args.freeze_encoder,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
@@ -175,21 +399,52 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(state.elapsed_seconds, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "metrics": results,
+        "calibration": reports,
     }
     if accelerator.is_main_process:
-        task_text = (
-            f"Probability that a user purchases anything within {cutoffs['horizon_seconds'] / 86_400:.1f} days "
-            "after a cutoff, from the user's behavior events strictly before it."
-        )
+        usage = None
+        if ft_args.task in ITEM_TASKS:
+            usage = (
+                "from seqbert import BehaviorTokenizer, SeqBertForSequenceClassification\n"
+                "from seqbert.training.finetune import predict_candidates\n\n"
+                f'model = SeqBertForSequenceClassification.from_pretrained("{Path(args.output_dir).name}").eval()\n'
+                f'tokenizer = BehaviorTokenizer.from_pretrained("{Path(args.output_dir).name}")\n'
+                'events = [{"item_id": "42", "event_type": "view", "timestamp": 1_700_000_000}]\n'
+                'print(predict_candidates(model, tokenizer, [events], ["42"], [1_700_000_600]))'
+            )
         write_model_folder(
             accelerator, model, tokenizer, args=args, data=data, summary=summary, kind="classifier",
             extra_args={**vars(model_args), **vars(ft_args)}, headline_metric="roc_auc",
-            card_context={"task": task_text, "base_model": ft_args.model_name_or_path or "none (trained from scratch)"},
-        )
+            card_context={
+                "task": summary["task_definition"] + f" Cutoffs (unix s): {json.dumps(cutoffs)}.",
+                "task_name": {"user-purchase": "Purchase Prediction", "item-conversion": "Item Conversion Prediction",
+                              "click": "Click Prediction"}[ft_args.task],
+                "base_model": ft_args.model_name_or_path or "none (trained from scratch)",
+                **({"usage_code": usage} if usage else {}),
+            },
+        )  # fmt: skip
+        if ft_args.save_predictions:
+            arrays = {}
+            for split, (labels, logits) in predictions.items():
+                arrays[f"{split}_labels"], arrays[f"{split}_logits"], arrays[f"{split}_groups"] = labels, logits, groups[split]
+            np.savez_compressed(Path(args.output_dir) / "predictions.npz", **arrays)
         logger.info("test metrics: %s", json.dumps(results["test"]))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+__all__ = [
+    "ITEM_TASKS",
+    "TASKS",
+    "build_task_rows",
+    "encode_task_rows",
+    "label_splits",
+    "main",
+    "predict_candidates",
+    "task_cutoffs",
+    "task_feature_sets",
+]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Fine-tuning for item-conversion and click: candidate as the query token, outputs, reload, raw-event API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqbert.data.synthetic import SyntheticConfig, generate_events, write_events
+from seqbert.prepare import PrepareOptions, prepare_file
+from seqbert.prepared import PreparedData
+from seqbert.training import finetune
+
+TINY = ["--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "24"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tasks")
+    events = write_events(generate_events(SyntheticConfig(num_users=200, num_items=80, seed=5)), folder / "events.parquet")
+    options = PrepareOptions(split="temporal", max_length=16, min_user_events=1, validation_fraction=0.2, test_fraction=0.2)
+    prepare_file(events, options, output_dir=folder / "prepared")
+    return folder / "prepared"
+
+
+def test_candidate_is_the_query_token(prepared):
+    data = PreparedData.load(prepared)
+    labelled, cutoffs = finetune.label_splits(data, None, "item-conversion")
+    assert cutoffs["train_cutoff"] == cutoffs["validation_cutoff"] - cutoffs["horizon_seconds"]
+    rows = labelled["test"].select(range(min(20, labelled["test"].num_rows)))
+    encoded = finetune.encode_task_rows(rows, data.tokenizer, 16)
+    plain = finetune.encode_task_rows(rows.remove_columns(["candidate_item_id", "candidate_category"]), data.tokenizer, 16)
+    candidates = data.tokenizer.item_token_ids(rows["candidate_item_id"])
+    for row, base, candidate in zip(encoded, plain, candidates):
+        assert row["input_ids"][-1] == candidate and base["input_ids"][-1] == data.tokenizer.mask_token_id
+        assert row["input_ids"][:-1] == base["input_ids"][:-1]
+        assert row["behavior_ids"] == base["behavior_ids"] and row["time_ids"] == base["time_ids"]
+
+
+def test_click_finetune_end_to_end(prepared, tmp_path):
+    output = tmp_path / "click"
+    summary = finetune.main([
+        "--data_dir", str(prepared), "--output_dir", str(output), "--task", "click", "--max_steps", "4",
+        "--max_length", "16", "--per_device_batch_size", "32", "--bootstrap_resamples", "20", "--report_to", "jsonl", *TINY,
+    ])  # fmt: skip
+    counts = summary["label_counts"]
+    assert 0 < counts["test"]["positives"] < counts["test"]["examples"] <= 5 * counts["test"]["positives"]
+    assert summary["query_token"] == "candidate item" and "gauc" in summary["calibration"]["seqbert"]["calibrated"]
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["cutoffs"] == summary["cutoffs"] and "logistic_regression_rf" in saved["metrics"]["test"]
+    assert "Click Prediction" in (output / "README.md").read_text()
+
+    from transformers import AutoModelForSequenceClassification
+
+    import seqbert  # noqa: F401  (registers the Auto classes)
+    from seqbert import BehaviorTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(output).eval()
+    assert model.config.finetuning_task == "click"
+    tokenizer = BehaviorTokenizer.from_pretrained(output)
+    predictions = np.load(output / "predictions.npz")
+    data = PreparedData.load(prepared)
+    labelled, _ = finetune.label_splits(data, None, "click")
+    test = labelled["test"].select(range(8))
+    histories = [
+        [{"item_id": i, "event_type": e, "timestamp": t} for i, e, t in zip(row["item_ids"], row["event_types"], row["timestamps"])]
+        for row in test
+    ]
+    probs = finetune.predict_candidates(model, tokenizer, histories, test["candidate_item_id"], test["cutoff"])
+    expected = torch.sigmoid(torch.as_tensor(predictions["test_logits"][:8])).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    np.testing.assert_array_equal(predictions["test_labels"][:8], test["label"])
