@@ -8,9 +8,11 @@ in every stream, so the last position is the most recent event.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .tokenization_seqbert import BEHAVIOR_MASK, TIME_MASK
@@ -18,22 +20,31 @@ from .tokenization_seqbert import BEHAVIOR_MASK, TIME_MASK
 ID_STREAMS = ("input_ids", "behavior_ids", "time_ids")
 
 
+def _lengths(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    return np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+
+
 def pad_left(rows: Sequence[Sequence[int]], length: int) -> torch.Tensor:
-    """Left-pad integer rows with 0 into a `(len(rows), length)` LongTensor."""
-    batch = torch.zeros(len(rows), length, dtype=torch.long)
-    for index, row in enumerate(rows):
-        if len(row):
-            batch[index, length - len(row) :] = torch.as_tensor(row, dtype=torch.long)
-    return batch
+    """Left-pad integer rows with 0 into a `(len(rows), length)` LongTensor (one vectorised scatter)."""
+    lengths = _lengths(rows)
+    total = int(lengths.sum())
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+    batch = np.zeros((len(rows), length), dtype=np.int64)
+    row_of = np.repeat(np.arange(len(rows)), lengths)
+    starts = np.cumsum(lengths) - lengths  # offset of each row in `flat`
+    column = np.arange(total) - starts[row_of] + (length - lengths)[row_of]
+    batch[row_of, column] = flat
+    return torch.from_numpy(batch)
 
 
 def pad_streams(features: Sequence[Mapping[str, Sequence[int]]], pad_to_multiple_of: int | None) -> dict[str, torch.Tensor]:
     """Stack the id streams of ``features`` with left padding and build the attention mask."""
-    longest = max(len(feature["input_ids"]) for feature in features)
+    lengths = _lengths([feature["input_ids"] for feature in features])
+    longest = int(lengths.max(initial=0))
     if pad_to_multiple_of:
         longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
     batch = {name: pad_left([feature[name] for feature in features], longest) for name in ID_STREAMS}
-    batch["attention_mask"] = pad_left([[1] * len(feature["input_ids"]) for feature in features], longest)
+    batch["attention_mask"] = (torch.arange(longest)[None, :] >= torch.from_numpy(longest - lengths)[:, None]).long()
     return batch
 
 
@@ -141,6 +152,37 @@ class DataCollatorForMaskedBehaviorModeling:
 
 
 @dataclass
+class DataCollatorForNextItemPrediction:
+    """Left-to-right next-item targets for a causal (SASRec-style) model: full softmax at every position.
+
+    Each row's events become inputs ``e_1 .. e_{n-1}`` with labels ``e_2 .. e_n`` (item ids; -100 on
+    padding and on unknown items) and ``behavior_labels`` (the next event type). No masking, no
+    randomness: every event after the first is a training target in every epoch.
+    """
+
+    num_special_tokens: int
+    pad_to_multiple_of: int | None = 8
+
+    def set_epoch(self, epoch: int) -> None:  # same interface as the Cloze collator
+        pass
+
+    def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        # One extra column so the inputs (all but the last column) keep the requested multiple.
+        multiple = self.pad_to_multiple_of
+        batch = pad_streams(features, None)
+        length = batch["input_ids"].shape[1]
+        target_length = -(-(length - 1) // multiple) * multiple + 1 if multiple else length
+        if target_length > length:
+            batch = {name: torch.nn.functional.pad(t, (target_length - length, 0)) for name, t in batch.items()}
+        input_ids, mask = batch["input_ids"], batch["attention_mask"]
+        valid = mask[:, :-1].bool() & (input_ids[:, 1:] >= self.num_special_tokens)
+        out = {name: t[:, :-1] for name, t in batch.items()}
+        out["labels"] = torch.where(valid, input_ids[:, 1:], -100)
+        out["behavior_labels"] = torch.where(valid, batch["behavior_ids"][:, 1:], -100)
+        return out
+
+
+@dataclass
 class DataCollatorWithLeftPadding:
     """Left-pads the id streams and stacks scalar fields (``labels``, ``target_ids``) as tensors."""
 
@@ -155,4 +197,4 @@ class DataCollatorWithLeftPadding:
         return batch
 
 
-__all__ = ["DataCollatorForMaskedBehaviorModeling", "DataCollatorWithLeftPadding", "pad_left", "pad_streams"]
+__all__ = ["DataCollatorForMaskedBehaviorModeling", "DataCollatorForNextItemPrediction", "DataCollatorWithLeftPadding", "pad_left", "pad_streams"]

@@ -48,6 +48,9 @@ class SeqBertConfig(PretrainedConfig):
     mask_token_id: int = 1
     behavior_loss_weight: float = 0.1  # weight of the event-type prediction loss in pretraining
     label_smoothing: float = 0.0
+    attention_type: str = "bidirectional"  # "bidirectional" (BERT, Cloze) | "causal" (SASRec-style next item)
+    loss_type: str = "full"  # item loss: "full" softmax over the catalog | "sampled" softmax with log-Q correction
+    num_negatives: int = 1024  # shared negatives per batch when loss_type == "sampled"
     classifier_dropout: float | None = None
     tie_word_embeddings: bool = True
 
@@ -66,6 +69,12 @@ class SeqBertConfig(PretrainedConfig):
                 f"num_behaviors ({self.num_behaviors}) and num_time_buckets ({self.num_time_buckets}) "
                 "must each be >= 3 (pad, mask and at least one real value)."
             )
+        if self.attention_type not in ("bidirectional", "causal"):
+            raise ValueError(f"attention_type must be 'bidirectional' or 'causal', got {self.attention_type!r}.")
+        if self.loss_type not in ("full", "sampled"):
+            raise ValueError(f"loss_type must be 'full' or 'sampled', got {self.loss_type!r}.")
+        if self.num_negatives < 1:
+            raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}.")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
         super().__post_init__(**kwargs)

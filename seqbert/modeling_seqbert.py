@@ -10,7 +10,11 @@ Differences from BERT, each deliberate:
   means "k events ago" whatever the sequence length or padding side.
 - Unlike BERT, layers are pre-LayerNorm with a final LayerNorm (more stable at the high learning
   rates sequential recommenders train with; Xiong et al. 2020, https://arxiv.org/abs/2002.04745).
-- Attention is ``torch.nn.functional.scaled_dot_product_attention`` (no library internals).
+- Attention is ``torch.nn.functional.scaled_dot_product_attention`` (no library internals); with
+  ``attention_type="causal"`` the same encoder becomes a SASRec-style left-to-right model (Kang &
+  McAuley 2018, https://arxiv.org/abs/1808.09781) trained to predict the next item at every position.
+- ``loss_type="sampled"`` replaces the full softmax by a sampled softmax over ``num_negatives`` shared
+  negatives with log-Q correction (Jean et al. 2015; Yi et al. 2019), for catalogs too large to score.
 - Pretraining (BERT4Rec Cloze, Sun et al. 2019, https://arxiv.org/abs/1904.06690) predicts the
   masked item with a decoder tied to the item embeddings (plus bias) and, as an auxiliary task,
   the masked event type. Only real items are scored; special tokens never are.
@@ -18,6 +22,7 @@ Differences from BERT, each deliberate:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +73,36 @@ def recency_position_ids(attention_mask: torch.Tensor, max_positions: int) -> to
     # (batch, length): number of real tokens at or after each position, minus one.
     positions = attention_mask.flip(-1).cumsum(-1).flip(-1) - 1
     return positions.clamp(min=0, max=max_positions - 1) * attention_mask
+
+
+def attention_allowed(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Boolean `(batch, 1, length, length)` (or broadcastable) mask: True where a query may attend a key.
+
+    Bidirectional: every real key. Causal: real keys at or before the query. Every position may always
+    attend to itself, so a (left-)padding query never has an empty row (SDPA would return NaN there,
+    and NaN times a zero attention weight would leak into real positions in the next layer).
+    """
+    keys = attention_mask.bool()[:, None, None, :]
+    if not causal:
+        return keys
+    length = attention_mask.shape[-1]
+    lower = torch.ones(length, length, dtype=torch.bool, device=attention_mask.device).tril()
+    return (keys & lower) | torch.eye(length, dtype=torch.bool, device=attention_mask.device)
+
+
+def drop_trailing_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """Attention mask with each row's trailing ``[MASK]`` (the appended query token) turned into padding.
+
+    A causal model predicts the next item from the hidden state of the last *event*, exactly as it
+    was trained (inputs = events, label = the following event). Hiding the appended mask also keeps
+    the recency positions of the events identical to training.
+    """
+    index = last_token_index(attention_mask)
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    is_mask = (input_ids[rows, index] == mask_token_id) & (attention_mask[rows, index] > 0)
+    attention_mask = attention_mask.clone()
+    attention_mask[rows[is_mask], index[is_mask]] = 0
+    return attention_mask
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -222,8 +257,7 @@ class SeqBertModel(SeqBertPreTrainedModel):
         return_dict = return_dict if return_dict is not None else True
 
         hidden_states = self.embeddings(input_ids, behavior_ids, time_ids, attention_mask)
-        # (batch, 1, 1, length) boolean: True where a key may be attended to.
-        attention_bias = attention_mask.bool()[:, None, None, :]
+        attention_bias = attention_allowed(attention_mask, causal=self.config.attention_type == "causal")
         all_hidden_states: tuple[torch.Tensor, ...] = (hidden_states,) if output_hidden_states else ()
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_bias)
@@ -259,6 +293,40 @@ class SeqBertMaskedBehaviorHead(nn.Module):
         items = slice(self.num_special_tokens, None)
         return transformed @ self.decoder.weight[items].T + self.bias[items]
 
+    def sampled_item_loss(
+        self,
+        transformed: torch.Tensor,
+        targets: torch.Tensor,
+        num_negatives: int,
+        log_proposal: torch.Tensor | None,
+        label_smoothing: float = 0.0,
+    ) -> torch.Tensor:
+        """Sampled softmax with log-Q correction over ``num_negatives`` negatives shared by the batch.
+
+        ``targets`` are item columns (token id - num_special_tokens). Negatives are drawn with
+        replacement from ``exp(log_proposal)`` (uniform when None) and their logits corrected by
+        ``- log(num_negatives * Q(item))``: ``sum_j exp(s_j) / (K Q(j))`` is then an importance-sampling
+        estimate of the partition function over the other items, so the loss converges to the full
+        softmax cross-entropy as ``num_negatives`` grows (the target's own logit is not corrected; it is
+        always in the candidate set). A negative equal to a row's target ("accidental hit") is removed
+        from that row. Never materialises `(rows, catalog)`.
+        """
+        weight = self.decoder.weight[self.num_special_tokens :]
+        bias = self.bias[self.num_special_tokens :]
+        num_items = weight.shape[0]
+        if log_proposal is None:
+            negatives = torch.randint(0, num_items, (num_negatives,), device=transformed.device)
+            log_q_negatives = transformed.new_full((num_negatives,), -math.log(num_items))
+        else:
+            negatives = torch.multinomial(log_proposal.exp(), num_negatives, replacement=True)
+            log_q_negatives = log_proposal[negatives]
+        correction = math.log(num_negatives)
+        positive = (transformed * weight[targets]).sum(-1) + bias[targets]
+        negative = transformed @ weight[negatives].T + bias[negatives] - (log_q_negatives + correction)
+        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], negative], dim=-1).float()
+        return F.cross_entropy(logits, torch.zeros_like(targets), label_smoothing=label_smoothing)
+
     def full_vocab_logits(self, item_logits: torch.Tensor) -> torch.Tensor:
         """Pad item scores to the full vocabulary with ``-inf`` for special tokens."""
         specials = item_logits.new_full((*item_logits.shape[:-1], self.num_special_tokens), float("-inf"))
@@ -278,7 +346,18 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         super().__init__(config)
         self.seqbert = SeqBertModel(config)
         self.head = SeqBertMaskedBehaviorHead(config)
+        # Proposal of the sampled softmax (log-probabilities over items); not saved: training-time only.
+        self.register_buffer("negative_log_proposal", None, persistent=False)
         self.post_init()
+
+    def set_negative_proposal(self, item_counts: torch.Tensor | None, power: float = 1.0) -> None:
+        """Draw sampled-softmax negatives ∝ ``item_counts ** power`` (e.g. training popularity; +1 smoothing)
+        instead of uniformly. ``None`` restores uniform sampling."""
+        if item_counts is None:
+            self.negative_log_proposal = None
+            return
+        weights = (item_counts.double().clamp(min=0) + 1.0) ** power
+        self.negative_log_proposal = (weights / weights.sum()).log().float().to(self.head.bias.device)
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.head.decoder
@@ -308,20 +387,25 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             # Score only labelled positions: (num_labelled, hidden).
             selected = labels != -100
             transformed = self.head.transform(hidden_states[selected])
-            item_scores = self.head.item_logits(transformed)
             behavior_logits = self.head.behavior_decoder(transformed)
+            targets = labels[selected] - self.config.num_special_tokens
+            sampled = self.config.loss_type == "sampled" and self.training
+            # Sampled training never scores the whole catalog (logits are then None).
+            item_scores = None if sampled else self.head.item_logits(transformed)
             if not selected.any():
                 # Nothing to predict in this batch: a zero loss that keeps the graph (not NaN).
                 item_loss = loss = hidden_states.sum() * 0.0
                 return MaskedBehaviorModelingOutput(
-                    loss=loss, logits=self.head.full_vocab_logits(item_scores), behavior_logits=behavior_logits,
-                    item_loss=item_loss, hidden_states=outputs.hidden_states,
+                    loss=loss, logits=None if sampled else self.head.full_vocab_logits(item_scores),
+                    behavior_logits=behavior_logits, item_loss=item_loss, hidden_states=outputs.hidden_states,
                 )
-            item_loss = F.cross_entropy(
-                item_scores.float(),
-                labels[selected] - self.config.num_special_tokens,
-                label_smoothing=self.config.label_smoothing,
-            )
+            if sampled:
+                item_loss = self.head.sampled_item_loss(
+                    transformed, targets, self.config.num_negatives, self.negative_log_proposal,
+                    self.config.label_smoothing,
+                )  # fmt: skip
+            else:
+                item_loss = F.cross_entropy(item_scores.float(), targets, label_smoothing=self.config.label_smoothing)
             loss = item_loss
             if behavior_labels is not None and self.config.behavior_loss_weight > 0:
                 behavior_loss = F.cross_entropy(behavior_logits.float(), behavior_labels[selected], ignore_index=-100)
@@ -330,7 +414,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             transformed = self.head.transform(hidden_states)
             item_scores = self.head.item_logits(transformed)
             behavior_logits = self.head.behavior_decoder(transformed)
-        logits = self.head.full_vocab_logits(item_scores)
+        logits = None if item_scores is None else self.head.full_vocab_logits(item_scores)
 
         if not return_dict:
             output = (logits, behavior_logits) + ((outputs.hidden_states,) if output_hidden_states else ())
@@ -356,9 +440,11 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
 
         Column ``j`` is token id ``j + num_special_tokens``. Only the last position is decoded.
         """
-        hidden_states = self.seqbert(input_ids, behavior_ids, time_ids, attention_mask).last_hidden_state
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
+        if self.config.attention_type == "causal":
+            attention_mask = drop_trailing_mask(input_ids, attention_mask, self.config.mask_token_id)
+        hidden_states = self.seqbert(input_ids, behavior_ids, time_ids, attention_mask).last_hidden_state
         last = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
         return self.head.item_logits(self.head.transform(last))
 

@@ -190,13 +190,14 @@ def train(
     args: TrainingArguments,
     evaluate: Callable[[torch.nn.Module], dict[str, float]],
     metric_name: str,
-    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]],
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]],
 ) -> TrainingState:
     """Train ``model`` (not yet prepared) and leave the best validation weights loaded in it.
 
     ``evaluate(model)`` returns validation metrics (already gathered across processes);
     ``metric_name`` (higher is better) selects the best weights and drives early stopping;
-    ``loss_fn(model, batch)`` returns the loss and scalars to log.
+    ``loss_fn(model, batch)`` returns the loss and scalars to log (floats or detached tensors; tensors
+    are read only at logging steps, so the loop does not synchronise with the device every step).
     """
     optimizer = make_optimizer(model, args)
     updates_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
@@ -238,6 +239,8 @@ def train(
 
     def should_stop() -> bool:
         budget_hit = args.time_budget_minutes is not None and time.monotonic() - started > args.time_budget_minutes * 60
+        if accelerator.num_processes == 1:  # no collective, hence no device synchronisation per step
+            return budget_hit or state.global_step >= total_steps
         flag = torch.tensor(float(budget_hit or state.global_step >= total_steps), device=accelerator.device)
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
@@ -290,7 +293,8 @@ def train(
                 scheduler.step()
                 optimizer.zero_grad()
             state.batches_done_in_epoch += 1
-            running_loss += loss.detach().float().item()
+            # Kept on the device: reading it every step would synchronise with the GPU every step.
+            running_loss = running_loss + loss.detach().float()
             running_count += 1
             if not accelerator.sync_gradients:
                 continue
@@ -298,11 +302,12 @@ def train(
             progress.update(1)
             if state.global_step % args.logging_steps == 0:
                 release_freed_memory()
+                mean_loss = float(running_loss) / running_count
                 accelerator.log(
-                    {"train_loss": running_loss / running_count, "lr": scheduler.get_last_lr()[0], **scalars},
+                    {"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0], **{k: float(v) for k, v in scalars.items()}},
                     step=state.global_step,
                 )
-                progress.set_postfix(loss=f"{running_loss / running_count:.4f}")
+                progress.set_postfix(loss=f"{mean_loss:.4f}")
                 running_loss, running_count = 0.0, 0
             if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
                 state.elapsed_seconds = time.monotonic() - started

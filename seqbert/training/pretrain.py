@@ -14,12 +14,17 @@ import resource
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
 
 from ..baselines import fit_next_item_baselines
-from ..collators import DataCollatorForMaskedBehaviorModeling, DataCollatorWithLeftPadding
+from ..collators import (
+    DataCollatorForMaskedBehaviorModeling,
+    DataCollatorForNextItemPrediction,
+    DataCollatorWithLeftPadding,
+)
 from ..configuration_seqbert import SeqBertConfig
 from ..evaluation import evaluate_scorer, model_scorer
 from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
@@ -52,9 +57,33 @@ def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArgumen
         mask_token_id=tokenizer.mask_token_id,
         behavior_loss_weight=pre_args.behavior_loss_weight,
         label_smoothing=pre_args.label_smoothing,
+        attention_type=pre_args.attention_type,
+        loss_type=pre_args.loss_type,
+        num_negatives=pre_args.num_negatives,
         **vars(model_args),
     )
     return SeqBertForMaskedBehaviorModeling(config)
+
+
+def training_item_counts(rows, tokenizer) -> torch.Tensor:
+    """Occurrences of each item column in the encoded training rows (the sampled-softmax proposal)."""
+    ids = rows.with_format("arrow")["input_ids"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    counts = np.bincount(ids, minlength=tokenizer.vocab_size)[tokenizer.num_special_tokens :]
+    return torch.from_numpy(counts.astype(np.int64))
+
+
+def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
+    """Cloze masking for the bidirectional model, shifted next-item targets for the causal one."""
+    if pre_args.attention_type == "causal":
+        return DataCollatorForNextItemPrediction(num_special_tokens=tokenizer.num_special_tokens)
+    return DataCollatorForMaskedBehaviorModeling(
+        num_special_tokens=tokenizer.num_special_tokens,
+        vocab_size=tokenizer.vocab_size,
+        mask_token_id=tokenizer.mask_token_id,
+        mask_prob=pre_args.mask_prob,
+        last_item_mask_prob=pre_args.last_item_mask_prob,
+        seed=seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,14 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
         baselines = fit_next_item_baselines(data.splits["train"], tokenizer)
 
     model = build_model(tokenizer, model_args, pre_args, args.max_length)
-    collator = DataCollatorForMaskedBehaviorModeling(
-        num_special_tokens=tokenizer.num_special_tokens,
-        vocab_size=tokenizer.vocab_size,
-        mask_token_id=tokenizer.mask_token_id,
-        mask_prob=pre_args.mask_prob,
-        last_item_mask_prob=pre_args.last_item_mask_prob,
-        seed=args.seed,
-    )
+    if model.config.loss_type == "sampled" and pre_args.negative_sampling_power:
+        model.set_negative_proposal(training_item_counts(train_rows, tokenizer), pre_args.negative_sampling_power)
+    collator = make_collator(tokenizer, pre_args, args.seed)
     train_loader = DataLoader(
         train_rows, batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator, num_workers=args.num_workers
     )
@@ -97,9 +121,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def loss_fn(model, batch):
         outputs = model(**batch)
-        scalars = {"item_loss": outputs.item_loss.detach().float().item()}
+        scalars = {"item_loss": outputs.item_loss.detach()}
         if outputs.behavior_loss is not None:
-            scalars["behavior_loss"] = outputs.behavior_loss.detach().float().item()
+            scalars["behavior_loss"] = outputs.behavior_loss.detach()
         return outputs.loss, scalars
 
     state = train(

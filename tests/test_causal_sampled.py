@@ -1,0 +1,212 @@
+"""Causal (SASRec-style) attention, next-item collator, sampled softmax with log-Q, and the benchmark's
+labelled evaluation variants (sampled metrics, history removed, bootstrap intervals)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+from seqbert.collators import DataCollatorForNextItemPrediction, DataCollatorWithLeftPadding, pad_left
+from seqbert.evaluation import (
+    collect_rank_variants,
+    collect_ranks,
+    model_scorer,
+    pessimistic_ranks,
+    popularity_negatives,
+    ranking_intervals,
+    sampled_ranks,
+)
+from seqbert.metrics.functional import ranking_metrics
+from seqbert.modeling_seqbert import attention_allowed, drop_trailing_mask
+
+SPECIAL = 5
+MASK = 1
+
+
+def tiny_model(**overrides) -> SeqBertForMaskedBehaviorModeling:
+    torch.manual_seed(0)
+    config = SeqBertConfig(
+        vocab_size=SPECIAL + 40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **overrides,
+    )  # fmt: skip
+    return SeqBertForMaskedBehaviorModeling(config).eval()
+
+
+def batch_of(rows: list[list[int]], length: int = 8) -> dict[str, torch.Tensor]:
+    ids = pad_left(rows, length)
+    mask = (ids != 0).long()
+    return {"input_ids": ids, "behavior_ids": mask * 2, "time_ids": mask * 3, "attention_mask": mask}
+
+
+def test_causal_positions_never_see_later_events():
+    rows = [[6, 7, 8, 9, 10], [11, 12]]
+    changed = [[6, 7, 8, 9, 30], [11, 31]]  # only the last event differs
+    for attention_type, leaks in (("causal", False), ("bidirectional", True)):
+        model = tiny_model(attention_type=attention_type)
+        before = model.seqbert(**batch_of(rows)).last_hidden_state
+        after = model.seqbert(**batch_of(changed)).last_hidden_state
+        earlier = torch.zeros(2, 8, dtype=torch.bool)
+        earlier[0, 3:7] = True  # first row: real positions 3..6 precede the changed position 7
+        assert torch.allclose(before[earlier], after[earlier], atol=1e-6) is not leaks
+
+
+def test_causal_left_padding_gives_finite_outputs():
+    model = tiny_model(attention_type="causal")
+    hidden = model.seqbert(**batch_of([[6], [6, 7, 8, 9, 10, 11, 12, 13]])).last_hidden_state
+    assert torch.isfinite(hidden).all()
+    allowed = attention_allowed(torch.tensor([[0, 0, 1, 1]]), causal=True)[0, 0]
+    assert allowed.diagonal().all()  # a padding query attends at least to itself (no empty softmax row)
+    assert not allowed[2, 3] and allowed[3, 2]
+
+
+def test_causal_scores_from_the_last_event_as_in_training():
+    model = tiny_model(attention_type="causal")
+    history = [6, 7, 8]
+    with_mask = batch_of([history + [MASK]])
+    without = batch_of([history])
+    scores = model.next_item_scores(**with_mask)
+    hidden = model.seqbert(**without).last_hidden_state[:, -1]
+    expected = model.head.item_logits(model.head.transform(hidden))
+    torch.testing.assert_close(scores, expected)
+    dropped = drop_trailing_mask(with_mask["input_ids"], with_mask["attention_mask"], MASK)
+    assert dropped[0].tolist() == [0, 0, 0, 0, 1, 1, 1, 0]
+
+
+def test_next_item_collator_shifts_targets():
+    features = [
+        {"input_ids": [6, 7, 8], "behavior_ids": [2, 3, 4], "time_ids": [2, 3, 3]},
+        {"input_ids": [9, 4], "behavior_ids": [2, 2], "time_ids": [2, 3]},  # 4 = [UNK]: not a target
+    ]
+    batch = DataCollatorForNextItemPrediction(num_special_tokens=SPECIAL)(features)
+    assert batch["input_ids"].shape[1] % 8 == 0
+    assert batch["input_ids"][0, -2:].tolist() == [6, 7]
+    assert batch["labels"][0, -2:].tolist() == [7, 8]
+    assert batch["behavior_labels"][0, -2:].tolist() == [3, 4]
+    assert (batch["labels"][1] == -100).all()
+    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+
+
+def test_pad_left_matches_a_python_loop():
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, 50, size=rng.integers(0, 9)).tolist() for _ in range(30)]
+    expected = torch.zeros(30, 10, dtype=torch.long)
+    for index, row in enumerate(rows):
+        if row:
+            expected[index, 10 - len(row) :] = torch.tensor(row)
+    assert torch.equal(pad_left(rows, 10), expected)
+
+
+def test_sampled_softmax_is_the_corrected_formula():
+    model = tiny_model(loss_type="sampled", num_negatives=7)
+    head = model.head
+    transformed = torch.randn(3, 16)
+    targets = torch.tensor([0, 5, 39])
+    torch.manual_seed(123)
+    loss = head.sampled_item_loss(transformed, targets, 7, None)
+    torch.manual_seed(123)
+    negatives = torch.randint(0, 40, (7,))
+    weight, bias = head.decoder.weight[SPECIAL:], head.bias[SPECIAL:]
+    correction = math.log(7) - math.log(40)  # log(K * Q) with uniform Q = 1/40
+    positive = (transformed * weight[targets]).sum(-1) + bias[targets]  # the target is not corrected
+    negative = transformed @ weight[negatives].T + bias[negatives] - correction
+    negative = negative.masked_fill(negatives[None] == targets[:, None], float("-inf"))
+    expected = F.cross_entropy(torch.cat([positive[:, None], negative], 1), torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_sampled_softmax_with_popularity_proposal_approaches_full_softmax():
+    model = tiny_model(loss_type="sampled", num_negatives=20000)
+    counts = torch.arange(40) ** 2
+    model.set_negative_proposal(counts, power=1.0)
+    assert torch.isclose(model.negative_log_proposal.exp().sum(), torch.tensor(1.0))
+    transformed = torch.randn(4, 16)
+    targets = torch.tensor([1, 2, 3, 30])
+    torch.manual_seed(0)
+    sampled = model.head.sampled_item_loss(transformed, targets, 20000, model.negative_log_proposal)
+    full = F.cross_entropy(model.head.item_logits(transformed), targets)
+    # With many samples the log-Q-corrected estimate converges to the full softmax loss.
+    assert abs(sampled.item() - full.item()) < 0.05
+
+
+def test_sampled_training_never_scores_the_catalog_and_eval_is_full():
+    model = tiny_model(loss_type="sampled", num_negatives=8)
+    batch = batch_of([[6, 7, 8, 9]])
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[0, -1] = 9
+    batch["input_ids"][0, -1] = MASK
+    model.train()
+    out = model(**batch, labels=labels)
+    assert out.logits is None and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.seqbert.embeddings.item_embeddings.weight.grad is not None
+    model.eval()
+    assert model(**batch, labels=labels).logits.shape == (1, SPECIAL + 40)
+
+
+def test_new_config_fields_round_trip(tmp_path):
+    model = tiny_model(attention_type="causal", loss_type="sampled", num_negatives=64)
+    model.save_pretrained(tmp_path)
+    loaded = SeqBertForMaskedBehaviorModeling.from_pretrained(tmp_path)
+    assert (loaded.config.attention_type, loaded.config.loss_type, loaded.config.num_negatives) == ("causal", "sampled", 64)
+    with pytest.raises(ValueError, match="attention_type"):
+        SeqBertConfig(attention_type="sideways")
+    with pytest.raises(ValueError, match="loss_type"):
+        SeqBertConfig(loss_type="magic")
+
+
+def test_sampled_ranks_hand_case():
+    scores = torch.tensor([[0.1, 0.5, 0.9, 0.5], [1.0, 0.0, 0.0, 0.0]])
+    negatives = torch.tensor([[0, 2, 3], [1, 2, 3]])
+    # row 0: target 1 (0.5) vs 0.1, 0.9, 0.5 (tie counts against) -> rank 3; row 1: best -> rank 1.
+    assert sampled_ranks(scores, torch.tensor([1, 0]), negatives).tolist() == [3, 1]
+    assert sampled_ranks(scores, torch.tensor([-1, 0]), negatives).tolist() == [4, 1]
+
+
+def test_popularity_negatives_exclude_the_target_and_are_deterministic():
+    counts = np.array([1, 100, 5, 50, 2, 30, 8, 0])
+    targets = np.array([1, 3, -1, 7])
+    first = popularity_negatives(counts, targets, num_negatives=4, seed=3)
+    assert np.array_equal(first, popularity_negatives(counts, targets, num_negatives=4, seed=3))
+    for row, target in zip(first, targets):
+        assert len(set(row)) == 4 and target not in row
+
+
+def test_rank_variants_agree_with_the_default_evaluator():
+    model = tiny_model()
+    rng = np.random.default_rng(1)
+    features = [
+        {"input_ids": rng.integers(SPECIAL, SPECIAL + 40, size=rng.integers(1, 6)).tolist() + [MASK],
+         "target_ids": int(rng.integers(-1, 40))}
+        for _ in range(20)
+    ]  # fmt: skip
+    for feature in features:
+        feature["behavior_ids"] = [2] * len(feature["input_ids"])
+        feature["time_ids"] = [3] * len(feature["input_ids"])
+    batches = [DataCollatorWithLeftPadding()(features[i : i + 8]) for i in range(0, 20, 8)]
+    negatives = popularity_negatives(np.ones(40), np.array([f["target_ids"] for f in features]), 10)
+    variants = collect_rank_variants(model_scorer(model), batches, num_special_tokens=SPECIAL, sampled_negatives=negatives)
+    full, _ = collect_ranks(model_scorer(model), batches, num_special_tokens=SPECIAL)
+    removed, _ = collect_ranks(model_scorer(model), batches, num_special_tokens=SPECIAL, exclude_history=True)
+    assert np.array_equal(variants["full"], full) and np.array_equal(variants["history_removed"], removed)
+    assert variants["sampled"].max() <= 11 and (variants["sampled"] <= variants["full"]).all()
+
+
+def test_ranking_intervals_bracket_the_estimate():
+    ranks = np.random.default_rng(0).integers(1, 52, size=500)
+    point = ranking_metrics(ranks, num_items=50)
+    intervals = ranking_intervals(ranks, num_items=50, n_resamples=300)
+    for name in ("ndcg@10", "hr@10", "mrr@10", "mrr"):
+        low, high = intervals[name]
+        assert low <= point[name] <= high and high - low < 0.2
+
+
+def test_pessimistic_and_sampled_ranks_agree_when_negatives_are_everything_else():
+    scores = torch.randn(5, 6)
+    targets = torch.tensor([0, 1, 2, 3, 5])
+    others = torch.stack([torch.tensor([j for j in range(6) if j != t]) for t in targets.tolist()])
+    assert torch.equal(sampled_ranks(scores, targets, others), pessimistic_ranks(scores, targets))
