@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .inference import score_next_items
-from .metrics.functional import ranking_metrics
+from .metrics.functional import bootstrap_interval, ranking_metrics
 
 Scorer = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
 DEFAULT_KS = (5, 10, 20)
@@ -92,6 +92,84 @@ def evaluate_scorer(
     return ranking_metrics(ranks, ks=ks, num_items=num_items or None)
 
 
+def sampled_ranks(scores: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each target among itself and its row of sampled ``negatives`` (item columns),
+    ties counted against it. The *sampled* metrics some papers report: labelled as such, never the default.
+    An unknown target (-1) ranks ``negatives.shape[1] + 1``, a miss."""
+    known = targets >= 0
+    target_scores = scores.gather(1, targets.clamp(min=0)[:, None])
+    negative_scores = scores.gather(1, negatives)
+    ranks = 1 + ((negative_scores >= target_scores) | negative_scores.isnan()).sum(1)
+    return torch.where(known & ~target_scores.squeeze(1).isnan(), ranks, negatives.shape[1] + 1)
+
+
+def popularity_negatives(
+    item_counts: np.ndarray, targets: np.ndarray, num_negatives: int = 100, seed: int = 0
+) -> np.ndarray:
+    """``(len(targets), num_negatives)`` item columns drawn ∝ ``item_counts`` without replacement per row,
+    never the row's target; seeded, so every model is ranked against the same negatives."""
+    rng = np.random.default_rng(seed)
+    log_p = np.log(item_counts.astype(np.float64) + 1e-12)
+    out = np.empty((len(targets), num_negatives), dtype=np.int64)
+    for start in range(0, len(targets), 1024):  # Gumbel top-k = sampling without replacement, in row blocks
+        rows = np.arange(start, min(start + 1024, len(targets)))
+        keys = log_p[None, :] + rng.gumbel(size=(len(rows), len(log_p)))
+        known = targets[rows] >= 0
+        keys[np.flatnonzero(known), targets[rows][known]] = -np.inf
+        out[rows] = np.argpartition(-keys, num_negatives - 1, axis=1)[:, :num_negatives]
+    return out
+
+
+@torch.no_grad()
+def collect_rank_variants(
+    scorer: Scorer,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    num_special_tokens: int,
+    sampled_negatives: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """One scoring pass, three labelled rank arrays (single process, batches in dataset order):
+    ``full`` (all items, history kept, the default protocol), ``history_removed`` (items in the input
+    set to -inf; a target in the history is a miss) and, with ``sampled_negatives`` (one row per query),
+    ``sampled`` (target vs its sampled negatives)."""
+    variants: dict[str, list[torch.Tensor]] = {"full": [], "history_removed": [], "sampled": []}
+    offset = 0
+    for batch in batches:
+        scores = scorer(batch).float()
+        targets = batch["target_ids"].to(scores.device)
+        input_ids = batch["input_ids"].to(scores.device)
+        num_items = scores.shape[1]
+        variants["full"].append(pessimistic_ranks(scores, targets).cpu())
+        removed = pessimistic_ranks(mask_history(scores, input_ids, num_special_tokens), targets)
+        in_history = (input_ids == (targets + num_special_tokens)[:, None]).any(1) & (targets >= 0)
+        variants["history_removed"].append(removed.masked_fill(in_history, num_items + 1).cpu())
+        if sampled_negatives is not None:
+            rows = torch.as_tensor(sampled_negatives[offset : offset + len(targets)], device=scores.device)
+            variants["sampled"].append(sampled_ranks(scores, targets, rows).cpu())
+        offset += len(targets)
+    return {name: torch.cat(ranks).numpy() for name, ranks in variants.items() if ranks}
+
+
+def ranking_intervals(
+    ranks: np.ndarray, *, ks: Sequence[int] = DEFAULT_KS, num_items: int | None = None,
+    n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap ``(low, high)`` interval of every metric of :func:`ranking_metrics` (users resampled)."""
+    ranks = np.asarray(ranks, dtype=np.int64)
+    found = ranks <= num_items if num_items is not None else np.ones(ranks.shape, dtype=bool)
+    per_query: dict[str, np.ndarray] = {}
+    for k in ks:
+        hit = found & (ranks <= k)
+        per_query[f"ndcg@{k}"] = np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0)
+        per_query[f"hr@{k}"] = hit.astype(np.float64)
+        per_query[f"mrr@{k}"] = np.where(hit, 1.0 / ranks, 0.0)
+    per_query["mrr"] = np.where(found, 1.0 / ranks, 0.0)
+    return {
+        name: bootstrap_interval(lambda x: x.mean(-1), values, n_resamples=n_resamples, alpha=alpha, seed=seed, vectorized=True)
+        for name, values in per_query.items()
+    }
+
+
 def model_scorer(model: torch.nn.Module) -> Scorer:
     """Scorer of a masked-behavior model: scores at the appended ``[MASK]`` position.
 
@@ -105,4 +183,7 @@ def model_scorer(model: torch.nn.Module) -> Scorer:
     return score
 
 
-__all__ = ["DEFAULT_KS", "Scorer", "collect_ranks", "evaluate_scorer", "mask_history", "model_scorer", "pessimistic_ranks"]
+__all__ = [
+    "DEFAULT_KS", "Scorer", "collect_rank_variants", "collect_ranks", "evaluate_scorer", "mask_history", "model_scorer",
+    "pessimistic_ranks", "popularity_negatives", "ranking_intervals", "sampled_ranks",
+]

@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Training-step throughput of the masked-behavior model on synthetic batches: tokens/s, memory, MFU.
+
+Times full optimizer steps (forward, backward, fused/foreach AdamW) of ``SeqBertForMaskedBehaviorModeling``
+on random Cloze batches of a fixed shape, after warm-up, on the default device (CUDA when present).
+Prints one JSON line per configuration. Model FLOPs utilisation (MFU) uses the usual count:
+training = 3 × forward, forward = 2 × (dense parameters × tokens) + 4 × layers × batch × length² ×
+hidden (attention scores and weighted sum) + 2 × labelled positions × hidden × scored items (decoder),
+divided by ``--peak-tflops`` (dense bf16 peak of the device; 989 for an H100/H200 SXM).
+
+Example::
+
+    python scripts/bench_throughput.py --precision fp32 bf16 --hidden-size 256 --layers 4 --batch-size 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"], help="Precisions to time (bf16 = autocast).")
+    parser.add_argument("--items", type=int, default=12_101, help="Catalog size (vocabulary minus special tokens).")
+    parser.add_argument("--hidden-size", type=int, default=64, help="Hidden width.")
+    parser.add_argument("--layers", type=int, default=2, help="Transformer layers.")
+    parser.add_argument("--heads", type=int, default=2, help="Attention heads.")
+    parser.add_argument("--length", type=int, default=50, help="Sequence length (all positions real).")
+    parser.add_argument("--batch-size", type=int, default=256, help="Sequences per step.")
+    parser.add_argument("--mask-prob", type=float, default=0.2, help="Share of positions labelled (decoded).")
+    parser.add_argument("--loss-type", default="full", choices=["full", "sampled"], help="Full or sampled softmax.")
+    parser.add_argument("--num-negatives", type=int, default=1024, help="Negatives with --loss-type sampled.")
+    parser.add_argument("--attention-type", default="bidirectional", choices=["bidirectional", "causal"], help="Attention.")
+    parser.add_argument("--steps", type=int, default=50, help="Timed steps (after --warmup).")
+    parser.add_argument("--warmup", type=int, default=10, help="Untimed warm-up steps.")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first.")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="Device peak for MFU (dense bf16 TFLOP/s).")
+    return parser.parse_args(argv)
+
+
+def model_flops_per_step(model: SeqBertForMaskedBehaviorModeling, args: argparse.Namespace, labelled: int) -> float:
+    """Training FLOPs of one step (3 × forward), counting matmuls only."""
+    config = model.config
+    embedding_params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    dense = sum(p.numel() for p in model.parameters()) - embedding_params - model.head.bias.numel()
+    tokens = args.batch_size * args.length
+    scored = args.num_negatives + 1 if args.loss_type == "sampled" else args.items
+    forward = (
+        2 * dense * tokens
+        + 4 * config.num_hidden_layers * args.batch_size * args.length**2 * config.hidden_size
+        + 2 * labelled * config.hidden_size * scored
+    )
+    return 3.0 * forward
+
+
+def run(args: argparse.Namespace, precision: str) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    config = SeqBertConfig(
+        vocab_size=args.items + 5, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, intermediate_size=4 * args.hidden_size, max_position_embeddings=args.length,
+        loss_type=args.loss_type, num_negatives=args.num_negatives, attention_type=args.attention_type,
+    )  # fmt: skip
+    model = SeqBertForMaskedBehaviorModeling(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda", foreach=device.type != "cuda")
+    step_model = torch.compile(model) if args.compile else model
+    shape = (args.batch_size, args.length)
+    input_ids = torch.randint(5, config.vocab_size, shape, device=device)
+    selected = torch.rand(shape, device=device) < args.mask_prob
+    batch = {
+        "input_ids": input_ids.masked_fill(selected, 1),
+        "behavior_ids": torch.full(shape, 2, device=device),
+        "time_ids": torch.full(shape, 3, device=device),
+        "attention_mask": torch.ones(shape, dtype=torch.long, device=device),
+        "labels": torch.where(selected, input_ids, -100),
+    }
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step() -> None:
+        with autocast:
+            loss = step_model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / args.steps
+    flops = model_flops_per_step(model, args, int(selected.sum()))
+    return {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "precision": precision, "compile": args.compile, "loss_type": args.loss_type, "attention_type": args.attention_type,
+        "items": args.items, "hidden_size": args.hidden_size, "layers": args.layers, "length": args.length,
+        "batch_size": args.batch_size, "parameters": sum(p.numel() for p in model.parameters()),
+        "step_ms": round(seconds * 1e3, 3),
+        "sequences_per_second": round(args.batch_size / seconds, 1),
+        "tokens_per_second": round(args.batch_size * args.length / seconds, 1),
+        "model_tflops_per_second": round(flops / seconds / 1e12, 2),
+        "mfu": round(flops / seconds / (args.peak_tflops * 1e12), 4),
+        "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    results = []
+    for precision in args.precision:
+        result = run(args, precision)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    return results
+
+
+if __name__ == "__main__":
+    main()
