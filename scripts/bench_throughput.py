@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Training-step throughput of the masked-behavior model on synthetic batches: tokens/s, memory, MFU.
+"""Training-step throughput (tokens/s, memory, MFU) or full-catalog ranking speed of the masked-behavior model.
 
 Times full optimizer steps (forward, backward, fused/foreach AdamW) of ``SeqBertForMaskedBehaviorModeling``
 on random Cloze batches of a fixed shape, after warm-up, on the default device (CUDA when present).
@@ -41,6 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=50, help="Timed steps (after --warmup).")
     parser.add_argument("--warmup", type=int, default=10, help="Untimed warm-up steps.")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first.")
+    parser.add_argument("--measure", default="train", choices=["train", "eval"],
+                        help="train: optimizer steps. eval: full-catalog ranking of --eval-users users (pessimistic ranks).")
+    parser.add_argument("--eval-users", type=int, default=4096, help="Users ranked with --measure eval.")
+    parser.add_argument("--item-chunk-size", type=int, default=0,
+                        help="With --measure eval: score the catalog in chunks of this many items (0: all at once).")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="Device peak for MFU (dense bf16 TFLOP/s).")
     return parser.parse_args(argv)
 
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace, precision: str) -> dict:
     seconds = (time.perf_counter() - started) / args.steps
     flops = model_flops_per_step(model, args, int(selected.sum()))
     return {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "measure": "train", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "precision": precision, "compile": args.compile, "loss_type": args.loss_type, "attention_type": args.attention_type,
         "items": args.items, "hidden_size": args.hidden_size, "layers": args.layers, "length": args.length,
         "batch_size": args.batch_size, "parameters": sum(p.numel() for p in model.parameters()),
@@ -117,11 +122,56 @@ def run(args: argparse.Namespace, precision: str) -> dict:
     }  # fmt: skip
 
 
+def run_eval(args: argparse.Namespace, precision: str) -> dict:
+    """Rank ``--eval-users`` random targets over the whole catalog, in batches of ``--batch-size`` users."""
+    from seqbert.evaluation import chunked_target_ranks, pessimistic_ranks
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    config = SeqBertConfig(
+        vocab_size=args.items + 5, hidden_size=args.hidden_size, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, intermediate_size=4 * args.hidden_size, max_position_embeddings=args.length,
+        attention_type=args.attention_type,
+    )  # fmt: skip
+    model = SeqBertForMaskedBehaviorModeling(config).to(device).eval()
+    weight, bias = model.item_output_weights(), model.item_output_bias()
+    shape = (args.batch_size, args.length)
+    batch = {
+        "input_ids": torch.randint(5, config.vocab_size, shape, device=device),
+        "behavior_ids": torch.full(shape, 2, device=device),
+        "time_ids": torch.full(shape, 3, device=device),
+        "attention_mask": torch.ones(shape, dtype=torch.long, device=device),
+    }
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    started = time.perf_counter()
+    done = 0
+    with torch.no_grad(), autocast:
+        while done < args.eval_users:
+            targets = torch.randint(0, args.items, (args.batch_size,), device=device)
+            if args.item_chunk_size:
+                queries = model.next_item_queries(**batch)
+                chunked_target_ranks(queries, weight, bias, targets, chunk_size=args.item_chunk_size)
+            else:
+                pessimistic_ranks(model.next_item_scores(**batch).float(), targets)
+            done += args.batch_size
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {
+        "measure": "eval", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "precision": precision, "items": args.items, "hidden_size": args.hidden_size, "layers": args.layers,
+        "length": args.length, "batch_size": args.batch_size, "item_chunk_size": args.item_chunk_size or None,
+        "users": done, "seconds": round(seconds, 3), "users_per_second": round(done / seconds, 1),
+        "peak_gpu_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     results = []
     for precision in args.precision:
-        result = run(args, precision)
+        result = run_eval(args, precision) if args.measure == "eval" else run(args, precision)
         print(json.dumps(result), flush=True)
         results.append(result)
     return results

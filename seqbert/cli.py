@@ -241,6 +241,11 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="Evaluation batch size.")
     parser.add_argument("--max-length", type=int, default=None, help="Longest input (default: the model's).")
     parser.add_argument("--exclude-history", action="store_true", help="Remove history items from the ranking (labelled variant).")
+    parser.add_argument(
+        "--item-chunk-size", type=int, default=None,
+        help="Rank the model's scores item chunk by item chunk (exact same ranks, bounded memory for catalogs of "
+        "millions of items); history kept.",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -248,7 +253,8 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
     from .baselines import fit_next_item_baselines
     from .collators import DataCollatorWithLeftPadding
-    from .evaluation import evaluate_scorer, model_scorer
+    from .evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer
+    from .metrics.functional import ranking_metrics
     from .modeling_seqbert import SeqBertForMaskedBehaviorModeling
     from .prepared import PreparedData, encode_for_next_item
     from .tokenization_seqbert import BehaviorTokenizer
@@ -265,7 +271,13 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     results = {
         name: evaluate_scorer(scorer, loader, num_special_tokens=tokenizer.num_special_tokens, exclude_history=args.exclude_history)
         for name, scorer in scorers.items()
+        if not (name == "seqbert" and args.item_chunk_size)
     }
+    if args.item_chunk_size:
+        if args.exclude_history:
+            raise SystemExit("seqbert evaluate: error: --item-chunk-size ranks with history kept; drop --exclude-history.")
+        ranks, num_items = collect_ranks_chunked(model, loader, chunk_size=args.item_chunk_size)
+        results = {"seqbert": ranking_metrics(ranks, num_items=num_items), **results}
     label = "history removed" if args.exclude_history else "history kept"
     output = {"split": args.split, "ranking": f"full catalog, pessimistic ties, {label}", "metrics": results}
     print(json.dumps(output, indent=2))

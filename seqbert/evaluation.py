@@ -170,6 +170,98 @@ def ranking_intervals(
     }
 
 
+def _item_chunks(num_items: int, chunk_size: int) -> range:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+    return range(0, num_items, chunk_size)
+
+
+@torch.no_grad()
+def chunked_target_ranks(
+    queries: torch.Tensor, item_weight: torch.Tensor, item_bias: torch.Tensor | None, targets: torch.Tensor,
+    *, chunk_size: int = 65_536,
+) -> torch.Tensor:
+    """:func:`pessimistic_ranks` of ``queries @ item_weight.T + item_bias`` without the `(batch, items)`
+    matrix: two passes over item chunks (memory `batch × chunk_size`). Pass 1 reads each target's
+    score out of its own chunk, so it is bit-identical to the scores the counting pass compares
+    against; pass 2 counts, per row, the items scoring at least as high (ties and NaN against the target).
+    Twice the scoring work of the unchunked path, for exactness; items whose scores tie exactly in the
+    unchunked matrix may differ in the last bit across chunks of different shapes (the kernel rounds by shape)."""
+    num_items = item_weight.shape[0]
+    known = targets >= 0
+    target_scores = torch.full((queries.shape[0],), float("nan"), device=queries.device)
+    for start in _item_chunks(num_items, chunk_size):
+        stop = min(start + chunk_size, num_items)
+        inside = known & (targets >= start) & (targets < stop)
+        if inside.any():
+            # All rows, as in pass 2: a GEMM of another shape may round the target's score differently.
+            scores = _chunk_scores(queries, item_weight, item_bias, start, stop)
+            column = (targets - start).clamp(0, stop - start - 1)[:, None]
+            target_scores = torch.where(inside, scores.gather(1, column).squeeze(1), target_scores)
+    ranks = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
+    for start in _item_chunks(num_items, chunk_size):
+        scores = _chunk_scores(queries, item_weight, item_bias, start, min(start + chunk_size, num_items))
+        ranks += ((scores >= target_scores[:, None]) | scores.isnan()).sum(1)
+    valid = known & ~target_scores.isnan()
+    return torch.where(valid, ranks, torch.full_like(ranks, num_items + 1))
+
+
+@torch.no_grad()
+def chunked_topk(
+    queries: torch.Tensor, item_weight: torch.Tensor, item_bias: torch.Tensor | None, k: int,
+    *, chunk_size: int = 65_536,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` ``(scores, item columns)`` per row over item chunks (memory `batch × (chunk + k)`);
+    equal scores are ordered by item column, so results do not depend on the chunk size."""
+    num_items = item_weight.shape[0]
+    k = min(int(k), num_items)
+    best_scores = queries.new_full((queries.shape[0], 0), float("-inf"))
+    best_columns = torch.zeros((queries.shape[0], 0), dtype=torch.long, device=queries.device)
+    for start in _item_chunks(num_items, chunk_size):
+        stop = min(start + chunk_size, num_items)
+        scores = _chunk_scores(queries, item_weight, item_bias, start, stop).float()
+        columns = torch.arange(start, stop, device=queries.device).repeat(scores.shape[0], 1)
+        scores = torch.cat([best_scores, scores], 1)
+        columns = torch.cat([best_columns, columns], 1)
+        # Columns are ascending within each row here; a stable sort by score keeps that order for ties.
+        order = scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
+        best_scores, best_columns = scores.gather(1, order), columns.gather(1, order)
+        resort = best_columns.sort(dim=1, stable=True).indices  # keep ascending columns for the next merge
+        best_scores, best_columns = best_scores.gather(1, resort), best_columns.gather(1, resort)
+    order = best_scores.sort(dim=1, descending=True, stable=True).indices
+    return best_scores.gather(1, order), best_columns.gather(1, order)
+
+
+def _chunk_scores(
+    queries: torch.Tensor, item_weight: torch.Tensor, item_bias: torch.Tensor | None, start: int, stop: int
+) -> torch.Tensor:
+    scores = queries @ item_weight[start:stop].T
+    if item_bias is not None:
+        scores = scores + item_bias[start:stop]
+    return scores.float()
+
+
+@torch.no_grad()
+def collect_ranks_chunked(
+    model: torch.nn.Module,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    *,
+    chunk_size: int = 65_536,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[np.ndarray, int]:
+    """:func:`collect_ranks` for a masked-behavior model over a catalog too large to score at once:
+    the same pessimistic full ranking, item chunk by item chunk (history kept)."""
+    weight, bias = model.item_output_weights(), model.item_output_bias()
+    ranks = []
+    for batch in batches:
+        queries = model.next_item_queries(batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"])
+        batch_ranks = chunked_target_ranks(queries, weight, bias, batch["target_ids"].to(queries.device), chunk_size=chunk_size)
+        if gather is not None:
+            batch_ranks = gather(batch_ranks)
+        ranks.append(batch_ranks.cpu())
+    return (torch.cat(ranks).numpy() if ranks else np.zeros(0, dtype=np.int64)), int(weight.shape[0])
+
+
 def model_scorer(model: torch.nn.Module) -> Scorer:
     """Scorer of a masked-behavior model: scores at the appended ``[MASK]`` position.
 
@@ -184,6 +276,7 @@ def model_scorer(model: torch.nn.Module) -> Scorer:
 
 
 __all__ = [
-    "DEFAULT_KS", "Scorer", "collect_rank_variants", "collect_ranks", "evaluate_scorer", "mask_history", "model_scorer",
+    "DEFAULT_KS", "Scorer", "chunked_target_ranks", "chunked_topk", "collect_rank_variants", "collect_ranks",
+    "collect_ranks_chunked", "evaluate_scorer", "mask_history", "model_scorer",
     "pessimistic_ranks", "popularity_negatives", "ranking_intervals", "sampled_ranks",
 ]

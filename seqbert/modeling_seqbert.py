@@ -429,6 +429,32 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         )
 
     @torch.no_grad()
+    def next_item_queries(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Query vectors `(batch_size, hidden_size)` whose dot product with :meth:`item_output_weights`
+        (plus :meth:`item_output_bias`) gives the next-item scores; lets huge catalogs be scored in chunks."""
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        if self.config.attention_type == "causal":
+            attention_mask = drop_trailing_mask(input_ids, attention_mask, self.config.mask_token_id)
+        hidden_states = self.seqbert(input_ids, behavior_ids, time_ids, attention_mask).last_hidden_state
+        last = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
+        return self.head.transform(last)
+
+    def item_output_weights(self) -> torch.Tensor:
+        """Decoder rows of the real items `(num_items, hidden_size)` (tied to the item embeddings)."""
+        return self.head.decoder.weight[self.config.num_special_tokens :]
+
+    def item_output_bias(self) -> torch.Tensor:
+        """Decoder bias of the real items `(num_items,)`."""
+        return self.head.bias[self.config.num_special_tokens :]
+
+    @torch.no_grad()
     def next_item_scores(
         self,
         input_ids: torch.Tensor,
@@ -440,13 +466,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
 
         Column ``j`` is token id ``j + num_special_tokens``. Only the last position is decoded.
         """
-        if attention_mask is None:
-            attention_mask = (input_ids != self.config.pad_token_id).long()
-        if self.config.attention_type == "causal":
-            attention_mask = drop_trailing_mask(input_ids, attention_mask, self.config.mask_token_id)
-        hidden_states = self.seqbert(input_ids, behavior_ids, time_ids, attention_mask).last_hidden_state
-        last = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
-        return self.head.item_logits(self.head.transform(last))
+        return self.head.item_logits(self.next_item_queries(input_ids, behavior_ids, time_ids, attention_mask))
 
 
 class SeqBertForSequenceClassification(SeqBertPreTrainedModel):

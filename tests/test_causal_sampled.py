@@ -210,3 +210,45 @@ def test_pessimistic_and_sampled_ranks_agree_when_negatives_are_everything_else(
     targets = torch.tensor([0, 1, 2, 3, 5])
     others = torch.stack([torch.tensor([j for j in range(6) if j != t]) for t in targets.tolist()])
     assert torch.equal(sampled_ranks(scores, targets, others), pessimistic_ranks(scores, targets))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 16, 1000])
+def test_chunked_ranks_equal_full_ranks(chunk_size):
+    from seqbert.evaluation import chunked_target_ranks
+
+    torch.manual_seed(0)
+    queries, weight, bias = torch.randn(9, 4), torch.randn(40, 4), torch.randn(40)
+    weight[5] = weight[17]  # exact ties between items, in different chunks
+    bias[5] = bias[17]
+    targets = torch.tensor([0, 5, 17, 39, -1, 3, 17, 22, 5])
+    full = pessimistic_ranks(queries @ weight.T + bias, targets)
+    assert torch.equal(chunked_target_ranks(queries, weight, bias, targets, chunk_size=chunk_size), full)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 16, 1000])
+def test_chunked_topk_is_exact_and_breaks_ties_by_column(chunk_size):
+    from seqbert.evaluation import chunked_topk
+
+    torch.manual_seed(1)
+    queries, weight = torch.randn(6, 3), torch.randn(30, 3)
+    weight[[4, 11, 25]] = weight[2].clone()  # four items with identical scores
+    scores, columns = chunked_topk(queries, weight, None, 8, chunk_size=chunk_size)
+    full = queries @ weight.T
+    for row in range(6):
+        order = sorted(range(30), key=lambda j: (-full[row, j].item(), j))[:8]
+        assert columns[row].tolist() == order
+        torch.testing.assert_close(scores[row], full[row, order])
+
+
+def test_collect_ranks_chunked_matches_the_scorer_path():
+    from seqbert.evaluation import collect_ranks_chunked
+
+    model = tiny_model(attention_type="causal")
+    features = [
+        {"input_ids": [6 + i % 30, 7 + i % 20, MASK], "behavior_ids": [2, 2, 2], "time_ids": [3, 3, 3], "target_ids": i % 40 - 1}
+        for i in range(25)
+    ]
+    batches = [DataCollatorWithLeftPadding()(features[i : i + 10]) for i in range(0, 25, 10)]
+    chunked, num_items = collect_ranks_chunked(model, batches, chunk_size=7)
+    full, _ = collect_ranks(model_scorer(model), batches, num_special_tokens=SPECIAL)
+    assert num_items == 40 and np.array_equal(chunked, full)

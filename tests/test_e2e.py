@@ -55,6 +55,8 @@ def pretrained(prepared, tmp_path_factory) -> Path:
     run(accelerate(
         "seqbert.training.pretrain", "--data_dir", str(prepared), "--output_dir", str(output), "--max_length", "20",
         "--num_epochs", "2", "--per_device_batch_size", "32", "--expected_num_processes", "1", *TINY_MODEL,
+        # Chunked ranking inside training; test_cli_prepare_and_evaluate checks it against the unchunked CLI.
+        "--eval_item_chunk_size", "97",
     ))
     return output
 
@@ -144,3 +146,7 @@ def test_cli_prepare_and_evaluate(prepared, pretrained, tmp_path):
     result = run([sys.executable, "-m", "seqbert.cli", "evaluate", str(pretrained), "--data-dir", str(prepared)])
     output = json.loads(result.stdout)
     assert output["metrics"]["seqbert"] == pytest.approx(results(pretrained)["metrics"]["test"]["seqbert"], abs=1e-9)
+    # Item-chunked ranking (for huge catalogs) gives the same metrics.
+    chunked = run([sys.executable, "-m", "seqbert.cli", "evaluate", str(pretrained), "--data-dir", str(prepared),
+                   "--item-chunk-size", "97"])  # fmt: skip
+    assert json.loads(chunked.stdout)["metrics"]["seqbert"] == pytest.approx(output["metrics"]["seqbert"], abs=1e-9)

@@ -13,6 +13,11 @@ class TrainingArguments:
     output_dir: str = field(metadata={"help": "Where the Hub-shaped model folder, logs and checkpoints go."})
     per_device_batch_size: int = field(default=128, metadata={"help": "Sequences per process per micro-batch."})
     eval_batch_size: int = field(default=256, metadata={"help": "Sequences per process per evaluation batch."})
+    eval_item_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Score the catalog in chunks of this many items when evaluating the model (same exact "
+                  "ranks, memory eval_batch_size x chunk instead of x catalog; for catalogs of millions of items)."},
+    )
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/norms)."})
     num_epochs: int = field(default=50, metadata={"help": "Maximum passes over the training split."})
@@ -142,6 +147,12 @@ class FinetuneArguments:
     )
     tabular_baseline: bool = field(
         default=True, metadata={"help": "Also fit and report the logistic-regression baseline on tabular features."}
+    )
+    cap_query_gap: bool = field(
+        default=True,
+        metadata={"help": "Cap the query token's gap to the cutoff at the longest gap among the training rows, so "
+                  "later (validation / test) cutoffs never produce a time id fine-tuning did not see; "
+                  "--no_cap_query_gap encodes the raw gap."},
     )
     save_predictions: bool = field(
         default=True,

@@ -26,7 +26,8 @@ from ..collators import (
     DataCollatorWithLeftPadding,
 )
 from ..configuration_seqbert import SeqBertConfig
-from ..evaluation import evaluate_scorer, model_scorer
+from ..evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer
+from ..metrics.functional import ranking_metrics
 from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
 from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining
 from .arguments import ModelArguments, PretrainArguments, TrainingArguments
@@ -72,6 +73,13 @@ def training_item_counts(rows, tokenizer) -> torch.Tensor:
     return torch.from_numpy(counts.astype(np.int64))
 
 
+def chunkable_scorer(model):
+    """The model's scorer, marked so evaluation can rank item chunk by item chunk (--eval_item_chunk_size)."""
+    scorer = model_scorer(model)
+    scorer.chunked_model = model
+    return scorer
+
+
 def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
     """Cloze masking for the bidirectional model, shifted next-item targets for the causal one."""
     if pre_args.attention_type == "causal":
@@ -110,7 +118,14 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     def evaluate_on(split: str, scorer, exclude_history: bool = False) -> dict[str, float]:
+        chunked_model = getattr(scorer, "chunked_model", None)
         with accelerator.autocast():
+            if chunked_model is not None and args.eval_item_chunk_size and not exclude_history:
+                ranks, num_items = collect_ranks_chunked(
+                    chunked_model, eval_loaders[split], chunk_size=args.eval_item_chunk_size,
+                    gather=accelerator.gather_for_metrics,
+                )  # fmt: skip
+                return ranking_metrics(ranks, num_items=num_items)
             return evaluate_scorer(
                 scorer,
                 eval_loaders[split],
@@ -131,12 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
         model=model,
         train_loader=train_loader,
         args=args,
-        evaluate=lambda m: evaluate_on("validation", model_scorer(accelerator.unwrap_model(m))),
+        evaluate=lambda m: evaluate_on("validation", chunkable_scorer(accelerator.unwrap_model(m))),
         metric_name="ndcg@10",
         loss_fn=loss_fn,
     )
     model = accelerator.unwrap_model(model).eval()
-    scorers = {"seqbert": model_scorer(model), **baselines}
+    scorers = {"seqbert": chunkable_scorer(model), **baselines}
     results = {split: {name: evaluate_on(split, scorer) for name, scorer in scorers.items()} for split in ("validation", "test")}
     if pre_args.exclude_history:
         results["test_history_removed"] = {name: evaluate_on("test", s, exclude_history=True) for name, s in scorers.items()}
