@@ -16,7 +16,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ class TrainingState:
     best_step: int = 0
     evaluations_without_improvement: int = 0
     elapsed_seconds: float = 0.0
+    data_wait_seconds: float = 0.0  # time spent waiting for the DataLoader (collation included)
     evaluations: list[dict] = field(default_factory=list)
 
     def state_dict(self) -> dict:
@@ -88,6 +89,20 @@ class TrainingState:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+def timed_batches(batches: Iterable, state: TrainingState) -> Iterator:
+    """Yield ``batches``, adding the time each ``next`` takes (loading + collation) to ``state.data_wait_seconds``."""
+    iterator = iter(batches)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            state.data_wait_seconds += time.perf_counter() - started
+        yield batch
 
 
 def make_accelerator(args: TrainingArguments) -> Accelerator:
@@ -283,7 +298,7 @@ def train(
             torch.set_rng_state(resumed_rng_state)
             resumed_rng_state = None
             batches = itertools.chain([first] if first is not None else [], batches)
-        for batch in batches:
+        for batch in timed_batches(batches, state):
             with accelerator.accumulate(model):
                 loss, scalars = loss_fn(model, batch)
                 accelerator.backward(loss)
@@ -303,10 +318,13 @@ def train(
             if state.global_step % args.logging_steps == 0:
                 release_freed_memory()
                 mean_loss = float(running_loss) / running_count
+                # Share of wall time the loop waited for data; near 0 means the DataLoader is not the bottleneck.
+                data_wait = state.data_wait_seconds / max(time.monotonic() - started, 1e-9)
                 accelerator.log(
-                    {"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0], **{k: float(v) for k, v in scalars.items()}},
+                    {"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0], "data_wait_fraction": round(data_wait, 4),
+                     **{k: float(v) for k, v in scalars.items()}},
                     step=state.global_step,
-                )
+                )  # fmt: skip
                 progress.set_postfix(loss=f"{mean_loss:.4f}")
                 running_loss, running_count = 0.0, 0
             if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:

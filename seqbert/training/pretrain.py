@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
         "epochs_completed": state.epoch,
         "best_step": state.best_step,
         "wall_seconds": round(state.elapsed_seconds, 2),
+        "data_wait_fraction": round(state.data_wait_seconds / max(state.elapsed_seconds, 1e-9), 4),
         "train_sequences": train_rows.num_rows,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ranking": "full catalog, pessimistic ties, history items not removed",
