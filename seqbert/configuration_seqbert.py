@@ -51,6 +51,7 @@ class SeqBertConfig(PretrainedConfig):
     attention_type: str = "bidirectional"  # "bidirectional" (BERT, Cloze) | "causal" (SASRec-style next item)
     loss_type: str = "full"  # item loss: "full" softmax over the catalog | "sampled" softmax with log-Q correction
     num_negatives: int = 1024  # shared negatives per batch when loss_type == "sampled"
+    num_item_categories: int = 0  # > 0: add a learned category (e.g. brand) embedding to every item, in and out
     classifier_dropout: float | None = None
     tie_word_embeddings: bool = True
 
@@ -73,6 +74,8 @@ class SeqBertConfig(PretrainedConfig):
             raise ValueError(f"attention_type must be 'bidirectional' or 'causal', got {self.attention_type!r}.")
         if self.loss_type not in ("full", "sampled"):
             raise ValueError(f"loss_type must be 'full' or 'sampled', got {self.loss_type!r}.")
+        if self.num_item_categories < 0:
+            raise ValueError(f"num_item_categories must be >= 0, got {self.num_item_categories}.")
         if self.num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}.")
         if not 0.0 <= self.label_smoothing < 1.0:

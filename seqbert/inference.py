@@ -463,12 +463,13 @@ class Recommender:
     def item_embeddings(self) -> tuple[list[str], np.ndarray]:
         """The catalog's external ids and their item embeddings `(num_items, hidden_size)` (float32).
 
-        These are the input embeddings, tied to the output layer: an item's score is
-        ``head.transform(user_hidden) @ embedding + bias``.
+        These are the items' output vectors (the input embeddings they are tied to, plus the category
+        embedding when the model has one): an item's score is ``head.transform(user_hidden) @ vector + bias``.
         """
-        if not hasattr(self.model, "get_input_embeddings"):
+        if not hasattr(self.model, "item_output_weights"):
             raise TypeError("item_embeddings needs the PyTorch model.")
-        weight = self.model.get_input_embeddings().weight[self.tokenizer.num_special_tokens :]
+        with torch.no_grad():
+            weight = self.model.item_output_weights()
         return self.items, weight.detach().float().cpu().numpy().copy()
 
 

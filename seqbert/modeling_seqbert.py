@@ -124,6 +124,29 @@ class SeqBertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.max_positions = config.max_position_embeddings
+        if config.num_item_categories:
+            # Category 0 = none (special tokens, items without one). The item -> category table is part
+            # of the checkpoint (a persistent buffer), so a saved model needs no side file.
+            self.category_embeddings = nn.Embedding(config.num_item_categories + 1, config.hidden_size, padding_idx=0)
+            self.register_buffer("item_category_ids", torch.zeros(config.vocab_size, dtype=torch.long))
+
+    def set_item_categories(self, category_ids: torch.Tensor) -> None:
+        """Item token id -> category id in ``[0, num_item_categories]`` (0 = none), shape `(vocab_size,)`."""
+        if not hasattr(self, "item_category_ids"):
+            raise ValueError("this model has no category embeddings (config.num_item_categories == 0).")
+        category_ids = torch.as_tensor(category_ids, dtype=torch.long)
+        if category_ids.shape != self.item_category_ids.shape:
+            raise ValueError(f"expected {tuple(self.item_category_ids.shape)} category ids, got {tuple(category_ids.shape)}.")
+        if category_ids.min() < 0 or category_ids.max() > self.category_embeddings.num_embeddings - 1:
+            raise ValueError(f"category ids must lie in [0, {self.category_embeddings.num_embeddings - 1}].")
+        self.item_category_ids.copy_(category_ids)
+
+    def item_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Item embedding (+ its category's embedding when enabled) of each token id."""
+        vectors = self.item_embeddings(input_ids)
+        if hasattr(self, "item_category_ids"):
+            vectors = vectors + self.category_embeddings(self.item_category_ids[input_ids])
+        return vectors
 
     def forward(
         self,
@@ -134,7 +157,7 @@ class SeqBertEmbeddings(nn.Module):
     ) -> torch.Tensor:
         position_ids = recency_position_ids(attention_mask, self.max_positions)
         embeddings = (
-            self.item_embeddings(input_ids)
+            self.item_vectors(input_ids)
             + self.behavior_embeddings(behavior_ids)
             + self.time_embeddings(time_ids)
             + self.position_embeddings(position_ids)
@@ -288,10 +311,12 @@ class SeqBertMaskedBehaviorHead(nn.Module):
     def transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.activation(self.dense(hidden_states)))
 
-    def item_logits(self, transformed: torch.Tensor) -> torch.Tensor:
-        """Scores of real items only: `(..., vocab_size - num_special_tokens)`."""
+    def item_logits(self, transformed: torch.Tensor, item_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of real items only: `(..., vocab_size - num_special_tokens)`. ``item_weight`` (the items'
+        output vectors) defaults to the decoder rows of the real items."""
         items = slice(self.num_special_tokens, None)
-        return transformed @ self.decoder.weight[items].T + self.bias[items]
+        weight = self.decoder.weight[items] if item_weight is None else item_weight
+        return transformed @ weight.T + self.bias[items]
 
     def sampled_item_loss(
         self,
@@ -300,6 +325,7 @@ class SeqBertMaskedBehaviorHead(nn.Module):
         num_negatives: int,
         log_proposal: torch.Tensor | None,
         label_smoothing: float = 0.0,
+        item_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sampled softmax with log-Q correction over ``num_negatives`` negatives shared by the batch.
 
@@ -311,7 +337,7 @@ class SeqBertMaskedBehaviorHead(nn.Module):
         always in the candidate set). A negative equal to a row's target ("accidental hit") is removed
         from that row. Never materialises `(rows, catalog)`.
         """
-        weight = self.decoder.weight[self.num_special_tokens :]
+        weight = self.decoder.weight[self.num_special_tokens :] if item_weight is None else item_weight
         bias = self.bias[self.num_special_tokens :]
         num_items = weight.shape[0]
         if log_proposal is None:
@@ -391,7 +417,8 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             targets = labels[selected] - self.config.num_special_tokens
             sampled = self.config.loss_type == "sampled" and self.training
             # Sampled training never scores the whole catalog (logits are then None).
-            item_scores = None if sampled else self.head.item_logits(transformed)
+            item_weight = self.item_output_weights()
+            item_scores = None if sampled else self.head.item_logits(transformed, item_weight)
             if not selected.any():
                 # Nothing to predict in this batch: a zero loss that keeps the graph (not NaN).
                 item_loss = loss = hidden_states.sum() * 0.0
@@ -402,7 +429,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             if sampled:
                 item_loss = self.head.sampled_item_loss(
                     transformed, targets, self.config.num_negatives, self.negative_log_proposal,
-                    self.config.label_smoothing,
+                    self.config.label_smoothing, item_weight,
                 )  # fmt: skip
             else:
                 item_loss = F.cross_entropy(item_scores.float(), targets, label_smoothing=self.config.label_smoothing)
@@ -412,7 +439,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
                 loss = item_loss + self.config.behavior_loss_weight * behavior_loss
         else:
             transformed = self.head.transform(hidden_states)
-            item_scores = self.head.item_logits(transformed)
+            item_scores = self.head.item_logits(transformed, self.item_output_weights())
             behavior_logits = self.head.behavior_decoder(transformed)
         logits = None if item_scores is None else self.head.full_vocab_logits(item_scores)
 
@@ -447,8 +474,14 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         return self.head.transform(last)
 
     def item_output_weights(self) -> torch.Tensor:
-        """Decoder rows of the real items `(num_items, hidden_size)` (tied to the item embeddings)."""
-        return self.head.decoder.weight[self.config.num_special_tokens :]
+        """Output vectors of the real items `(num_items, hidden_size)`: the decoder rows (tied to the item
+        embeddings), plus each item's category embedding when categories are enabled."""
+        items = slice(self.config.num_special_tokens, None)
+        weight = self.head.decoder.weight[items]
+        embeddings = self.seqbert.embeddings
+        if hasattr(embeddings, "item_category_ids"):
+            weight = weight + embeddings.category_embeddings(embeddings.item_category_ids[items])
+        return weight
 
     def item_output_bias(self) -> torch.Tensor:
         """Decoder bias of the real items `(num_items,)`."""
@@ -466,7 +499,8 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
 
         Column ``j`` is token id ``j + num_special_tokens``. Only the last position is decoded.
         """
-        return self.head.item_logits(self.next_item_queries(input_ids, behavior_ids, time_ids, attention_mask))
+        queries = self.next_item_queries(input_ids, behavior_ids, time_ids, attention_mask)
+        return self.head.item_logits(queries, self.item_output_weights())
 
 
 class SeqBertForSequenceClassification(SeqBertPreTrainedModel):

@@ -100,6 +100,12 @@ class PretrainArguments:
         metadata={"help": "With --loss_type sampled: draw negatives ∝ training popularity ** power "
                   "(0 = uniform, 1 = popularity; log-Q correction removes the sampling bias)."},
     )
+    item_categories: bool = field(
+        default=False,
+        metadata={"help": "Add a learned embedding of each item's category (the data's `category` column, e.g. the "
+                  "brand for Amazon S3-Rec data; an item's most frequent category in the train split) to the item, "
+                  "on the input and on the output side. Helps items with few events share what they have in common."},
+    )
     behavior_loss_weight: float = field(default=0.1, metadata={"help": "Weight of the event-type loss."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the item loss."})
     init_from: str | None = field(default=None, metadata={"help": "Continue from a saved model folder."})

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
@@ -45,9 +47,37 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainingArguments, ModelA
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArguments, max_length: int):
+def item_category_table(train, tokenizer) -> tuple[torch.Tensor, int]:
+    """Item token id -> category id (1..C, 0 = none) from the train split: each item's most frequent
+    category (ties: the first in sorted category order), and C. Specials and items never seen with a
+    category get 0."""
+    if "categories" not in train.column_names:
+        raise ValueError("--item_categories needs a `category` column in the prepared data (none was read).")
+    table = train.with_format("arrow")[:]
+    items = table.column("item_ids").combine_chunks().flatten()
+    categories = table.column("categories").combine_chunks().flatten().cast(pa.string())
+    tokens = tokenizer.item_token_ids(items)
+    encoded = pc.dictionary_encode(categories)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    num_categories = len(encoded.dictionary)
+    keep = (codes >= 0) & (tokens >= tokenizer.num_special_tokens)
+    if num_categories == 0 or not keep.any():
+        raise ValueError("--item_categories: no item of the train split has a category (the `category` column is empty).")
+    # Renumber categories by their sorted value so ids do not depend on the event order.
+    rank = np.argsort(np.argsort(np.asarray(encoded.dictionary.to_pylist(), dtype=object)))
+    pairs, counts = np.unique(tokens[keep] * num_categories + rank[codes[keep]], return_counts=True)
+    pair_tokens, pair_categories = pairs // num_categories, pairs % num_categories
+    order = np.lexsort((pair_categories, -counts, pair_tokens))  # per token: most frequent, then lowest id
+    first = order[np.r_[True, pair_tokens[order][1:] != pair_tokens[order][:-1]]]
+    table_ids = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+    table_ids[pair_tokens[first]] = pair_categories[first] + 1
+    return torch.from_numpy(table_ids), num_categories
+
+
+def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArguments, max_length: int, train=None):
     if pre_args.init_from:
         return SeqBertForMaskedBehaviorModeling.from_pretrained(pre_args.init_from)
+    categories, num_categories = item_category_table(train, tokenizer) if pre_args.item_categories else (None, 0)
     config = SeqBertConfig(
         vocab_size=tokenizer.vocab_size,
         num_special_tokens=tokenizer.num_special_tokens,
@@ -61,9 +91,13 @@ def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArgumen
         attention_type=pre_args.attention_type,
         loss_type=pre_args.loss_type,
         num_negatives=pre_args.num_negatives,
+        num_item_categories=num_categories,
         **vars(model_args),
     )
-    return SeqBertForMaskedBehaviorModeling(config)
+    model = SeqBertForMaskedBehaviorModeling(config)
+    if categories is not None:
+        model.seqbert.embeddings.set_item_categories(categories)
+    return model
 
 
 def training_item_counts(rows, tokenizer) -> torch.Tensor:
@@ -105,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_rows = {name: encode_for_next_item(data.splits[name], tokenizer, args.max_length) for name in ("validation", "test")}
         baselines = fit_next_item_baselines(data.splits["train"], tokenizer)
 
-    model = build_model(tokenizer, model_args, pre_args, args.max_length)
+    model = build_model(tokenizer, model_args, pre_args, args.max_length, train=data.splits["train"])
     if model.config.loss_type == "sampled" and pre_args.negative_sampling_power:
         model.set_negative_proposal(training_item_counts(train_rows, tokenizer), pre_args.negative_sampling_power)
     collator = make_collator(tokenizer, pre_args, args.seed)

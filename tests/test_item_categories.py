@@ -1,0 +1,77 @@
+"""Item category (e.g. brand) embeddings: the table from the train split, inputs and outputs, checkpointing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+
+from seqbert import BehaviorTokenizer, SeqBertConfig, SeqBertForMaskedBehaviorModeling
+from seqbert.training.pretrain import item_category_table
+
+
+def tokenizer_for(items: list[str]) -> BehaviorTokenizer:
+    return BehaviorTokenizer.train([[i] for i in items], event_types=["purchase"])
+
+
+def train_split(rows: list[tuple[list[str], list[str | None]]]) -> Dataset:
+    return Dataset.from_dict({
+        "item_ids": [items for items, _ in rows],
+        "event_types": [["purchase"] * len(items) for items, _ in rows],
+        "timestamps": [list(range(len(items))) for items, _ in rows],
+        "categories": [categories for _, categories in rows],
+    })  # fmt: skip
+
+
+def test_category_table_takes_each_items_most_frequent_category():
+    tokenizer = tokenizer_for(["a", "b", "c", "d"])
+    train = train_split([(["a", "b", "a"], ["x", "y", "z"]), (["a", "c", "b"], ["z", None, "y"]), (["d"], ["y"])])
+    table, num_categories = item_category_table(train, tokenizer)
+    ids = dict(zip(["a", "b", "c", "d"], tokenizer.item_token_ids(["a", "b", "c", "d"]).tolist()))
+    assert num_categories == 3  # x, y, z -> 1, 2, 3 in sorted order
+    assert table[ids["a"]] == 3 and table[ids["b"]] == 2 and table[ids["c"]] == 0 and table[ids["d"]] == 2
+    assert (table[: tokenizer.num_special_tokens] == 0).all()
+
+
+def test_category_table_needs_categories():
+    tokenizer = tokenizer_for(["a"])
+    with pytest.raises(ValueError, match="category"):
+        item_category_table(train_split([(["a"], [None])]), tokenizer)
+    with pytest.raises(ValueError, match="category"):
+        item_category_table(train_split([(["a"], ["x"])]).remove_columns("categories"), tokenizer)
+
+
+def small_model(num_item_categories: int) -> SeqBertForMaskedBehaviorModeling:
+    torch.manual_seed(0)
+    config = SeqBertConfig(
+        vocab_size=15, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        max_position_embeddings=8, num_item_categories=num_item_categories,
+    )  # fmt: skip
+    return SeqBertForMaskedBehaviorModeling(config).eval()
+
+
+def test_items_of_one_category_share_its_vector_in_and_out(tmp_path):
+    model = small_model(num_item_categories=2)
+    categories = torch.zeros(15, dtype=torch.long)
+    categories[5:10], categories[10:] = 1, 2
+    model.seqbert.embeddings.set_item_categories(categories)
+    with torch.no_grad():
+        model.seqbert.embeddings.category_embeddings.weight[1] += 1.0
+    weights = model.item_output_weights()
+    decoder = model.head.decoder.weight[5:]
+    torch.testing.assert_close(weights[:5] - decoder[:5], model.seqbert.embeddings.category_embeddings.weight[1].expand(5, 8))
+    inputs = model.seqbert.embeddings.item_vectors(torch.tensor([5, 12, 0]))
+    torch.testing.assert_close(inputs[0], model.seqbert.embeddings.item_embeddings.weight[5] + model.seqbert.embeddings.category_embeddings.weight[1])
+    batch = {"input_ids": torch.tensor([[5, 11, 1]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    scores = model.next_item_scores(**batch)
+    model.save_pretrained(tmp_path)
+    loaded = SeqBertForMaskedBehaviorModeling.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.seqbert.embeddings.item_category_ids, categories)
+    torch.testing.assert_close(loaded.next_item_scores(**batch), scores)
+
+
+def test_set_item_categories_validates():
+    with pytest.raises(ValueError, match="no category"):
+        small_model(0).seqbert.embeddings.set_item_categories(torch.zeros(15, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 2\]"):
+        small_model(2).seqbert.embeddings.set_item_categories(torch.full((15,), 3))
