@@ -1,0 +1,90 @@
+"""scripts/bench_speed.py: conversion of a prepared folder to RecBole atomic files (no RecBole needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from seqbert.cli import main
+from seqbert.prepared import PreparedData
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_speed.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SEQUENCES = {"1": ["a", "b", "c", "d"], "2": ["b", "c", "e"], "3": ["e", "a", "b", "c", "d", "f"]}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speed")
+    source = root / "tiny.txt"
+    source.write_text("".join(f"{user} {' '.join(items)}\n" for user, items in SEQUENCES.items()))
+    out = root / "prepared"
+    args = ["prepare", str(source), "--dataset-format", "amazon_s3rec", "--split", "leave_one_out",
+            "--min-user-events", "1", "--min-item-support", "1", "--output-dir", str(out)]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def read_inter(path: str) -> tuple[str, list[list[str]]]:
+    lines = Path(path).read_text().splitlines()
+    return lines[0], [line.split("\t") for line in lines[1:]]
+
+
+def test_atomic_file_reproduces_the_leave_one_out_split(prepared, tmp_path):
+    bench = load_bench()
+    info = bench.convert_to_atomic(prepared, tmp_path / "data", "tiny")
+    assert info["path"] == str(tmp_path / "data" / "tiny" / "tiny.inter")
+    header, rows = read_inter(info["path"])
+    assert header == "user_id:token\titem_id:token\ttimestamp:float"
+    by_user: dict[str, list[tuple[str, float]]] = {}
+    for user, item, stamp in rows:
+        by_user.setdefault(user, []).append((item, float(stamp)))
+    data = PreparedData.load(prepared)
+    train = {row["user_id"]: row["item_ids"] for row in data.splits["train"]}
+    validation = {row["user_id"]: row["target_item_id"] for row in data.splits["validation"]}
+    test = {row["user_id"]: row["target_item_id"] for row in data.splits["test"]}
+    assert set(by_user) == set(SEQUENCES)
+    for user, events in by_user.items():
+        items = [item for item, _ in events]
+        stamps = [stamp for _, stamp in events]
+        assert items == SEQUENCES[user]  # train events, then validation target, then test target
+        # RecBole's LS valid_and_test split (time order per user): last = test, second-to-last = validation.
+        assert items[:-2] == train[user] and items[-2] == validation[user] and items[-1] == test[user]
+        assert all(a < b for a, b in zip(stamps, stamps[1:]))  # strictly increasing: time sort keeps order
+    assert info["users"] == 3 and info["rows"] == sum(map(len, SEQUENCES.values()))
+    assert info["items"] == len({i for s in SEQUENCES.values() for i in s})
+    assert info["train_events"] == sum(len(s) - 2 for s in SEQUENCES.values())
+    assert info["train_prefixes"] == sum(len(s) - 3 for s in SEQUENCES.values())
+
+
+def test_rejects_a_split_that_is_not_leave_one_out(prepared, tmp_path):
+    bench = load_bench()
+    copy = tmp_path / "prepared"
+    copy.mkdir()
+    protocol = json.loads((prepared / "protocol.json").read_text())
+    (copy / "protocol.json").write_text(json.dumps({**protocol, "kind": "temporal"}))
+    with pytest.raises(ValueError, match="leave_one_out"):
+        bench.convert_to_atomic(copy, tmp_path / "data")
+
+
+def test_config_matches_the_seqbert_model_size(tmp_path):
+    bench = load_bench()
+    args = bench.parse_args([str(tmp_path)])
+    config = bench.recbole_config(args)
+    assert (config["hidden_size"], config["n_layers"], config["n_heads"], config["inner_size"]) == (64, 2, 2, 256)
+    assert (config["MAX_ITEM_LIST_LENGTH"], config["train_batch_size"], config["hidden_dropout_prob"]) == (50, 256, 0.2)
+    assert config["loss_type"] == "CE" and config["train_neg_sample_args"] is None
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["mode"] == "full"
+    text = bench._yaml(config)
+    assert "train_neg_sample_args: ~" in text and "  split:\n    LS: \"valid_and_test\"" in text
