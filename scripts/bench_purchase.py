@@ -60,9 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                         help="Training seeds (labelled rows and click negatives are the same for every seed).")
     parser.add_argument("--negatives-per-positive", type=int, default=4, help="click: popularity-sampled negatives per positive.")
-    parser.add_argument("--pretrain-minutes", type=float, default=2.0,
+    parser.add_argument("--pretrain-minutes", type=float, default=4.0,
                         help="Wall-time budget of the (single, seed 0) masked-behavior pretraining.")
-    parser.add_argument("--finetune-minutes", type=float, default=0.25, help="Wall-time budget of each fine-tuning run.")
+    parser.add_argument("--finetune-minutes", type=float, default=1.0,
+                        help="Wall-time budget of each fine-tuning run (early stopping on validation ROC-AUC, "
+                        "patience 3 epochs, may end it sooner).")
     parser.add_argument("--max-length", type=int, default=20, help="Most recent events per input (+ the query token).")
     parser.add_argument("--hidden-size", type=int, default=32, help="SeqBERT hidden size (tiny: 2 shared CPU cores).")
     parser.add_argument("--layers", type=int, default=1, help="SeqBERT layers.")
@@ -72,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Inverse-frequency class weights in the SeqBERT loss (logits are prior-corrected before "
                         "any metric). Default off: unweighted, imbalance left to threshold-free metrics + calibration.")
     parser.add_argument("--bootstrap-resamples", type=int, default=200, help="Bootstrap resamples for the 95 %% intervals.")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for training (set OMP_NUM_THREADS too).")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (set OMP_NUM_THREADS too). 1 by default: on a shared 2-core machine two "
+                        "threads contend with the other load and ran ~10x slower per step.")
     return parser.parse_args(argv)
 
 
@@ -135,6 +139,8 @@ def finetune_run(args, data_dir: Path, task: str, model: str, seed: int, pretrai
                         for split in ("validation", "test")},  # fmt: skip
         "train_seconds": summary["wall_seconds"],
         "steps": summary["global_step"],
+        "best_step": summary["best_step"],
+        "max_query_gap_seconds": summary["max_query_gap_seconds"],
     }
 
 
@@ -224,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
                     "task": task, "model": model, "seed": seed, "cutoffs": cutoffs, "counts": counts,
                     "temperature": result["temperature"], "calibrated": result["calibrated"],
                     "uncalibrated": result["uncalibrated"], "intervals": result["intervals"],
-                    "train_seconds": run["train_seconds"], "steps": run["steps"],
+                    "train_seconds": run["train_seconds"], "steps": run["steps"], "best_step": run.get("best_step"),
+                    "max_query_gap_seconds": run.get("max_query_gap_seconds"),
                 }  # fmt: skip
                 print(json.dumps(line), flush=True)
                 lines.append(line)

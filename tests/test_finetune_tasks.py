@@ -73,3 +73,63 @@ def test_click_finetune_end_to_end(prepared, tmp_path):
     expected = torch.sigmoid(torch.as_tensor(predictions["test_logits"][:8])).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     np.testing.assert_array_equal(predictions["test_labels"][:8], test["label"])
+
+
+def test_query_gap_is_capped_at_the_longest_training_gap(prepared):
+    """Regression (issue 5): the query token's time id is log2(gap to the cutoff). Later cutoffs admit
+    longer gaps than the training cutoff, so validation / test rows used to carry gap buckets that
+    fine-tuning never saw (on the Taobao slice: bucket 15 on 26 % of test rows, all long-inactive
+    users); their untrained embedding scored exactly the least likely converters highest, and
+    SeqBERT's test ROC-AUC came out consistently below 0.5."""
+    from datasets import Dataset
+
+    data = PreparedData.load(prepared)
+    tokenizer = data.tokenizer
+    rows = Dataset.from_dict({
+        "user_id": ["a", "b", "c"], "item_ids": [["x"], ["x", "y"], []], "event_types": [["view"], ["view", "view"], []],
+        "timestamps": [[0], [0, 50], []], "cutoff": [100, 10_000, 10_000], "label": [0, 1, 0],
+    })  # fmt: skip
+    np.testing.assert_array_equal(finetune.query_gaps(rows), [100, 9_950, -1])
+    capped = finetune.encode_task_rows(rows, tokenizer, 16, max_query_gap=100)
+    raw = finetune.encode_task_rows(rows, tokenizer, 16)
+    bucket_100 = int(tokenizer.gap_bucket_ids(np.array([100]))[0])
+    assert [row["time_ids"][-1] for row in capped][:2] == [bucket_100, bucket_100]
+    assert raw[1]["time_ids"][-1] > bucket_100  # uncapped: a bucket the 100 s training gap never produces
+    assert capped[2]["time_ids"] == raw[2]["time_ids"]  # empty history: untouched
+    for a, b in zip(capped, raw):  # only the query's time id changes
+        assert a["input_ids"] == b["input_ids"] and a["behavior_ids"] == b["behavior_ids"]
+        assert a["time_ids"][:-1] == b["time_ids"][:-1] and a["labels"] == b["labels"]
+
+    # On prepared data: no validation / test query time id beyond the longest training one.
+    labelled, _ = finetune.label_splits(data, None, "user-purchase")
+    encoded, cap = finetune.encode_splits(labelled, tokenizer, 16)
+    assert cap == int(finetune.query_gaps(labelled["train"]).max())
+    longest = max(row["time_ids"][-1] for row in encoded["train"])
+    for split in ("validation", "test"):
+        assert max(row["time_ids"][-1] for row in encoded[split]) <= longest, split
+        assert encoded[split]["labels"] == labelled[split]["label"]  # row order unchanged
+
+
+def test_saved_predictions_are_the_labelled_rows_in_order(prepared, tmp_path):
+    """Row alignment (checked while debugging issue 5): predictions.npz holds the labelled rows' labels and
+    user ids in order, the run records the query-gap cap, and recency alone (minus the query gap of the
+    same rows) ranks the test labels above chance."""
+    output = tmp_path / "purchase"
+    summary = finetune.main([
+        "--data_dir", str(prepared), "--output_dir", str(output), "--task", "user-purchase", "--max_steps", "2",
+        "--max_length", "16", "--per_device_batch_size", "32", "--bootstrap_resamples", "0", "--report_to", "jsonl",
+        "--no_tabular_baseline", *TINY,
+    ])  # fmt: skip
+    data = PreparedData.load(prepared)
+    labelled, _ = finetune.label_splits(data, None, "user-purchase")
+    assert summary["max_query_gap_seconds"] == int(finetune.query_gaps(labelled["train"]).max())
+    saved = np.load(output / "predictions.npz")
+    for split in ("validation", "test"):
+        np.testing.assert_array_equal(saved[f"{split}_labels"], labelled[split]["label"])
+        np.testing.assert_array_equal(saved[f"{split}_groups"], np.asarray(labelled[split]["user_id"]).astype(str))
+    from seqbert.metrics.functional import roc_auc
+
+    test = labelled["test"]
+    y = np.asarray(test["label"])
+    if 0 < y.sum() < len(y):
+        assert roc_auc(y, -finetune.query_gaps(test).astype(float)) > 0.5

@@ -20,6 +20,12 @@ encoder the candidate's input embedding is the tied item embedding the masked-be
 items with. :func:`encode_task_rows` builds these inputs for a labelled set and
 :func:`predict_candidates` for raw events.
 
+The query's time id is capped (``--cap_query_gap``, on by default) at the longest gap among the
+training rows: later cutoffs admit longer gaps than the training cutoff (on a log that starts shortly
+before it), and an uncapped gap bucket that fine-tuning never saw scored exactly the long-inactive rows
+arbitrarily (issue 5: SeqBERT's test ROC-AUC below 0.5). The cap is saved in the model config
+(``max_query_gap_seconds``) and :func:`predict_candidates` applies it too.
+
 Cutoffs come from the prepared data's temporal protocol, so fine-tuning never labels with anything a
 pretrained model could have seen (pretraining uses the train split: events before validation_start):
 
@@ -175,14 +181,64 @@ def replace_query_items(encoded: Dataset, candidate_ids: np.ndarray) -> Dataset:
     return from_arrow(table.set_column(table.schema.get_field_index("input_ids"), "input_ids", array))
 
 
-def encode_task_rows(rows: Dataset, tokenizer, max_length: int) -> Dataset:
+def query_gaps(rows: Dataset) -> np.ndarray:
+    """Seconds from each row's last history event to its ``cutoff``: the gap the query token's time id
+    encodes. ``-1`` for an empty history (its query gets the first-event time id, no gap)."""
+    table = to_arrow(rows)
+    column = table.column("timestamps").combine_chunks()
+    offsets = list_offsets(column)
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    cutoff = table.column("cutoff").to_numpy().astype(np.int64)
+    nonempty = np.diff(offsets) > 0
+    gaps = np.full(len(cutoff), -1, dtype=np.int64)
+    gaps[nonempty] = cutoff[nonempty] - flat[offsets[1:][nonempty] - 1]
+    return gaps
+
+
+def cap_query_gaps(rows: Dataset, max_query_gap: int | None) -> Dataset:
+    """``rows`` with each ``cutoff`` moved to at most ``max_query_gap`` seconds after the row's last event,
+    for encoding only (labels and features keep the real cutoff).
+
+    Why: the query token's time id is ``log2`` of the gap to the cutoff. Later cutoffs admit longer gaps
+    than the training cutoff can (on a 2-hour log the train cutoff is 40 min after the log starts, the
+    test cutoff 100 min), so without a cap validation / test rows carry gap buckets that fine-tuning
+    never saw: their embeddings stay at their initial (or pretraining) values and those rows, the
+    long-inactive users least likely to convert, get arbitrary scores.
+    """
+    if max_query_gap is None:
+        return rows
+    gaps = query_gaps(rows)
+    if not (gaps > max_query_gap).any():
+        return rows
+    table = to_arrow(rows)
+    cutoff = table.column("cutoff").to_numpy().astype(np.int64)
+    query = np.where(gaps > max_query_gap, cutoff - gaps + max_query_gap, cutoff)
+    index = table.schema.get_field_index("cutoff")
+    return from_arrow(table.set_column(index, "cutoff", pa.array(query, type=table.schema.field(index).type)))
+
+
+def encode_task_rows(rows: Dataset, tokenizer, max_length: int, max_query_gap: int | None = None) -> Dataset:
     """Model inputs of labelled task rows: history + query token (``[MASK]``, or the candidate item for
-    rows with a ``candidate_item_id``), the query's time id = gap from the last event to the cutoff."""
-    encoded = encode_for_classification(rows, tokenizer, max_length)
+    rows with a ``candidate_item_id``), the query's time id = gap from the last event to the cutoff,
+    capped at ``max_query_gap`` seconds when given (see :func:`cap_query_gaps`)."""
+    encoded = encode_for_classification(cap_query_gaps(rows, max_query_gap), tokenizer, max_length)
     if "candidate_item_id" not in rows.column_names:
         return encoded
     candidates = tokenizer.item_token_ids(to_arrow(rows).column("candidate_item_id").combine_chunks())
     return replace_query_items(encoded, candidates)
+
+
+def encode_splits(
+    labelled: Mapping[str, Dataset], tokenizer, max_length: int, cap_query_gap: bool = True
+) -> tuple[dict[str, Dataset], int | None]:
+    """Encode every labelled split; with ``cap_query_gap`` the query gap of every split is capped at the
+    longest gap among the training rows, so validation / test never carry a query time id that
+    fine-tuning did not see. Returns the encoded splits and the cap (``None`` without one)."""
+    max_query_gap = None
+    if cap_query_gap and "train" in labelled and labelled["train"].num_rows:
+        max_query_gap = int(query_gaps(labelled["train"]).max())
+    encoded = {name: encode_task_rows(rows, tokenizer, max_length, max_query_gap) for name, rows in labelled.items()}
+    return encoded, max_query_gap
 
 
 def task_feature_sets(data: PreparedData, labelled: Mapping[str, Dataset]) -> dict[str, np.ndarray]:
@@ -231,6 +287,12 @@ def predict_candidates(
     if query_timestamps is None:
         query_timestamps = [max(int(event["timestamp"]) for event in history) if history else 0 for history in histories]
     max_length = max_length or int(model.config.max_position_embeddings)
+    max_query_gap = getattr(model.config, "max_query_gap_seconds", None)
+    if max_query_gap is not None:  # the cap fine-tuning applied (see cap_query_gaps)
+        query_timestamps = [
+            min(int(query), max(int(event["timestamp"]) for event in history) + int(max_query_gap)) if history else int(query)
+            for history, query in zip(histories, query_timestamps)
+        ]
     inputs = tokenizer(
         [list(history) for history in histories], append_mask=True, query_timestamps=list(query_timestamps),
         max_length=max_length, padding=True, return_tensors="pt",
@@ -293,11 +355,15 @@ def main(argv: list[str] | None = None) -> dict:
     if counts["train"]["examples"] == 0 or counts["validation"]["examples"] == 0:
         raise ValueError(f"Task {ft_args.task!r} has no training or validation rows at these cutoffs: {counts}.")
     with accelerator.main_process_first():
-        encoded = {name: encode_task_rows(rows, tokenizer, args.max_length) for name, rows in labelled.items()}
+        encoded, max_query_gap = encode_splits(labelled, tokenizer, args.max_length, ft_args.cap_query_gap)
+    if max_query_gap is not None:
+        capped = {name: int((query_gaps(rows) > max_query_gap).sum()) for name, rows in labelled.items()}
+        logger.info("query gap capped at %d s (longest training gap); rows capped per split: %s", max_query_gap, capped)
 
     task_labels = TASK_LABELS[ft_args.task]
     model = build_model(ft_args, model_args, tokenizer, args.max_length, task_labels)
     model.config.finetuning_task = ft_args.task
+    model.config.max_query_gap_seconds = max_query_gap  # predict_candidates applies the same cap
     if ft_args.freeze_encoder:
         model.seqbert.requires_grad_(False)
     train_labels = np.asarray(labelled["train"]["label"])
@@ -386,6 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
             horizon=_format_horizon(cutoffs["horizon_seconds"]), negatives=ft_args.negatives_per_positive
         ),
         "query_token": "candidate item" if ft_args.task in ITEM_TASKS else "[MASK]",
+        "max_query_gap_seconds": max_query_gap,
         "cutoffs": cutoffs,
         "label_counts": counts,
         "class_weights": class_weights.tolist() if class_weights is not None else None,
@@ -438,10 +505,13 @@ __all__ = [
     "ITEM_TASKS",
     "TASKS",
     "build_task_rows",
+    "cap_query_gaps",
+    "encode_splits",
     "encode_task_rows",
     "label_splits",
     "main",
     "predict_candidates",
+    "query_gaps",
     "task_cutoffs",
     "task_feature_sets",
 ]
