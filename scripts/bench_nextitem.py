@@ -83,7 +83,7 @@ def prepare(args: argparse.Namespace, folder: Path) -> None:
     if args.dataset_format:
         command += ["--dataset-format", args.dataset_format]
     logger.info("prepare: %s", " ".join(command))
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, stdout=sys.stderr)  # stdout carries only the JSON lines
 
 
 def train_command(args: argparse.Namespace, data_dir: Path, model: str, seed: int, output_dir: Path) -> list[str]:
