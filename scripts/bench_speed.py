@@ -14,6 +14,12 @@ For each system x model it measures training sequences/s, training examples (pre
 seconds per epoch, full-catalog validation time, peak RSS of the child (``os.wait4`` rusage) and validation
 NDCG@10, prints one JSON line and writes a markdown table.
 
+**Equal quality.** Speed only counts at equal model quality, so every seqbert validation also scores the
+RecBole protocol (history items removed), and the script reports, per RecBole model and its seqbert
+counterpart (BERT4Rec ↔ bidirectional Cloze, SASRec ↔ causal), the training seconds each needs to reach
+the best validation NDCG@10 RecBole reached in its run (``equal_quality`` JSON lines and a second table).
+Give seqbert more epochs than RecBole with ``--seqbert-epochs`` so it can get there.
+
 What a "sequence" is differs: RecBole trains on every prefix of every user's training sequence (prefix
 augmentation, one target per prefix for SASRec, masked positions for BERT4Rec); seqbert trains on one
 sequence per user (Cloze masked positions, or every next-item position for causal). Both counts are
@@ -23,6 +29,8 @@ Example::
 
     python scripts/bench_speed.py /tmp/speed/prepared --recbole-python /tmp/recbole-venv/bin/python \\
         --epochs 1 --work-dir /tmp/speed/run --markdown /tmp/speed/table.md
+    # equal quality: RecBole 1 epoch, seqbert up to 20 epochs (validated after each)
+    python scripts/bench_speed.py /tmp/speed/prepared --epochs 1 --seqbert-epochs 20 --work-dir /tmp/speed/eq
 """
 
 from __future__ import annotations
@@ -229,7 +237,13 @@ original_evaluate = pretrain.evaluate_scorer
 def timed_evaluate(*a, **k):
     t0 = time.perf_counter()
     result = original_evaluate(*a, **k)
-    evals.append({"phase": phase["name"], "seconds": time.perf_counter() - t0, "ndcg@10": result.get("ndcg@10")})
+    record = {"phase": phase["name"], "started_at": t0 - phase.get("loop_start", t0),
+              "ndcg@10": result.get("ndcg@10")}
+    if phase["name"] == "train_loop" and not k.get("exclude_history"):
+        # RecBole's protocol (history items removed), for the equal-quality comparison; timed as evaluation.
+        record["ndcg@10_history_removed"] = original_evaluate(*a, **{**k, "exclude_history": True}).get("ndcg@10")
+    record["seconds"] = time.perf_counter() - t0
+    evals.append(record)
     return result
 pretrain.evaluate_scorer = timed_evaluate
 
@@ -249,7 +263,7 @@ pretrain.make_collator = lambda *a, **k: CountingCollator(original_make_collator
 original_train = pretrain.train
 def timed_train(*a, **k):
     phase["name"] = "train_loop"
-    t0 = time.perf_counter()
+    t0 = phase["loop_start"] = time.perf_counter()
     state = original_train(*a, **k)
     phase["name"] = "after"
     phase["train_loop_seconds"] = time.perf_counter() - t0
@@ -327,9 +341,10 @@ def bench_recbole(args, model: str, config_path: Path, data_path: Path, work: Pa
         targets_per_epoch=sum(e["targets"] for e in epochs) / len(epochs),
         targets_per_s=sum(e["targets"] for e in epochs) / train_seconds,
         eval_seconds=sum(e["eval_seconds"] for e in epochs) / len(epochs),
-        val_ndcg10=max(e["ndcg@10"] for e in epochs),
+        val_ndcg10_history_removed=max(e["ndcg@10"] for e in epochs),  # RecBole's full sort removes history
         setup_seconds=result["setup_seconds"],
         per_epoch=epochs,
+        curve=recbole_curve(epochs),
     )
     return record
 
@@ -341,7 +356,7 @@ def bench_seqbert(args, attention: str, work: Path) -> dict:
     cmd = [
         args.seqbert_python, str(runner), str(out),
         "--data_dir", str(args.prepared_dir), "--output_dir", str(work / f"seqbert_{attention}_model"),
-        "--attention_type", attention, "--num_epochs", str(args.epochs), "--eval_every_epochs", "1",
+        "--attention_type", attention, "--num_epochs", str(args.seqbert_epochs or args.epochs), "--eval_every_epochs", "1",
         "--per_device_batch_size", str(args.batch_size), "--eval_batch_size", str(args.eval_batch_size),
         "--max_length", str(args.max_length), "--hidden_size", str(args.hidden_size),
         "--num_hidden_layers", str(args.num_layers), "--num_attention_heads", str(args.num_heads),
@@ -363,7 +378,7 @@ def bench_seqbert(args, attention: str, work: Path) -> dict:
     loop_evals = [e for e in result["evals"] if e["phase"] == "train_loop"]
     eval_seconds = sum(e["seconds"] for e in loop_evals)
     train_seconds = result["train_loop_seconds"] - eval_seconds
-    epochs = int(summary["epochs_completed"]) or args.epochs
+    epochs = int(summary["epochs_completed"]) or args.seqbert_epochs or args.epochs
     sequences = int(summary["train_sequences"])
     record.update(
         epochs=epochs,
@@ -374,23 +389,102 @@ def bench_seqbert(args, attention: str, work: Path) -> dict:
         targets_per_s=result["targets"] / train_seconds,
         eval_seconds=eval_seconds / max(len(loop_evals), 1),
         val_ndcg10=max((e["ndcg@10"] for e in loop_evals if e["ndcg@10"] is not None), default=None),
+        val_ndcg10_history_removed=max(
+            (e["ndcg@10_history_removed"] for e in loop_evals if e.get("ndcg@10_history_removed") is not None), default=None
+        ),
         setup_seconds=result["total_seconds"] - result["train_loop_seconds"],
         per_epoch_evals=loop_evals,
+        curve=training_curve(loop_evals),
     )
     return record
+
+
+def training_curve(loop_evals: list[dict]) -> list[dict]:
+    """Per validation: cumulative training seconds before it (evaluation time excluded) and its NDCG@10."""
+    curve, eval_seconds = [], 0.0
+    for evaluation in loop_evals:
+        curve.append({
+            "train_seconds": evaluation["started_at"] - eval_seconds,
+            "ndcg@10": evaluation["ndcg@10"],
+            "ndcg@10_history_removed": evaluation.get("ndcg@10_history_removed"),
+        })  # fmt: skip
+        eval_seconds += evaluation["seconds"]
+    return curve
+
+
+def recbole_curve(per_epoch: list[dict]) -> list[dict]:
+    """RecBole's per-epoch validation (its full-sort protocol removes history items) against training seconds."""
+    curve, seconds = [], 0.0
+    for epoch in per_epoch:
+        seconds += epoch["train_seconds"]
+        curve.append({"train_seconds": seconds, "ndcg@10_history_removed": epoch["ndcg@10"]})
+    return curve
+
+
+# Which seqbert mode is compared with which RecBole model at equal quality.
+COUNTERPARTS = {"BERT4Rec": "bidirectional (Cloze)", "SASRec": "causal (SASRec-style)"}
+
+
+def equal_quality(records: list[dict]) -> list[dict]:
+    """Training time each system needs to reach the same validation NDCG@10 (history removed on both sides).
+
+    The reference quality is the best validation NDCG@10 RecBole reached in its run, and the time it needed
+    to first reach it; for the counterpart seqbert mode the time is that of its first validation at or above
+    that quality. ``speedup`` = RecBole seconds / seqbert seconds; None when seqbert never got there.
+    """
+    rows = []
+    for recbole in (r for r in records if r.get("system", "").startswith("RecBole") and r.get("curve")):
+        target = max(point["ndcg@10_history_removed"] for point in recbole["curve"])
+        recbole_seconds = next(p["train_seconds"] for p in recbole["curve"] if p["ndcg@10_history_removed"] >= target)
+        mode = COUNTERPARTS.get(recbole["model"])
+        seqbert = next((r for r in records if r.get("system") == "seqbert" and r.get("model") == mode and r.get("curve")), None)
+        if seqbert is None:
+            continue
+        reached = next(
+            (p for p in seqbert["curve"] if (p["ndcg@10_history_removed"] or 0.0) >= target), None
+        )
+        best = max((p["ndcg@10_history_removed"] or 0.0) for p in seqbert["curve"])
+        rows.append({
+            "recbole_model": recbole["model"], "seqbert_model": mode, "target_val_ndcg10_history_removed": target,
+            "recbole_train_seconds": recbole_seconds, "recbole_epochs": len(recbole["curve"]),
+            "seqbert_train_seconds": reached["train_seconds"] if reached else None,
+            "seqbert_validation_index": seqbert["curve"].index(reached) + 1 if reached else None,
+            "seqbert_best_val_ndcg10_history_removed": best,
+            "seqbert_train_seconds_total": seqbert["curve"][-1]["train_seconds"],
+            "speedup": recbole_seconds / reached["train_seconds"] if reached and reached["train_seconds"] > 0 else None,
+        })  # fmt: skip
+    return rows
+
+
+def equal_quality_table(rows: list[dict]) -> str:
+    lines = [
+        "| RecBole model | RecBole epochs | RecBole train s | val NDCG@10 reached (history removed) | seqbert mode | "
+        "seqbert train s to reach it | seqbert best val NDCG@10 (history removed) | speed-up at equal quality |",
+        "|" + "---|" * 8,
+    ]
+    for r in rows:
+        reached = f"{r['seqbert_train_seconds']:.0f}" if r["seqbert_train_seconds"] is not None else "not reached"
+        speedup = f"{r['speedup']:.1f}×" if r["speedup"] is not None else "n/a"
+        lines.append(
+            f"| {r['recbole_model']} | {r['recbole_epochs']} | {r['recbole_train_seconds']:.0f} | "
+            f"{r['target_val_ndcg10_history_removed']:.4f} | {r['seqbert_model']} | {reached} | "
+            f"{r['seqbert_best_val_ndcg10_history_removed']:.4f} | {speedup} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(records: list[dict]) -> str:
     head = (
         "| system | model | epochs | s/epoch (train) | train sequences/epoch | sequences/s | targets/epoch | "
-        "targets/s | full-catalog valid eval (s) | peak RSS (MiB) | val NDCG@10 | load (1-min avg) before→after |"
+        "targets/s | full-catalog valid eval (s) | peak RSS (MiB) | best val NDCG@10 (history removed) | "
+        "load (1-min avg) before→after |"
     )
     lines = [head, "|" + "---|" * 12]
     for r in records:
         if "error" in r:
             lines.append(f"| {r['system']} | {r['model']} | failed (rc {r['returncode']}, {r['log']}) |" + " |" * 9)
             continue
-        ndcg = f"{r['val_ndcg10']:.4f}" if r.get("val_ndcg10") is not None else "n/a"
+        ndcg = f"{r['val_ndcg10_history_removed']:.4f}" if r.get("val_ndcg10_history_removed") is not None else "n/a"
         lines.append(
             f"| {r['system']} | {r['model']} | {r['epochs']} | {r['seconds_per_epoch']:.1f} | "
             f"{r['sequences_per_epoch']:,} | {r['sequences_per_s']:,.0f} | {r['targets_per_epoch']:,.0f} | "
@@ -412,6 +506,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Which runs, in order: recbole:<Model> and/or seqbert:<bidirectional|causal>.")  # fmt: skip
     parser.add_argument("--dataset-name", default="seqbert", help="RecBole dataset name (atomic file stem).")
     parser.add_argument("--epochs", type=int, default=1, help="Training epochs for every run (each validated on the full catalog).")
+    parser.add_argument("--seqbert-epochs", type=int, default=None,
+                        help="Epochs for the seqbert runs when they should differ from --epochs (equal-quality runs: "
+                             "RecBole trains --epochs, seqbert as long as it needs to reach RecBole's validation NDCG@10).")  # fmt: skip
     parser.add_argument("--hidden-size", type=int, default=64, help="Hidden width (both systems).")
     parser.add_argument("--num-layers", type=int, default=2, help="Transformer layers (both systems).")
     parser.add_argument("--num-heads", type=int, default=2, help="Attention heads (both systems).")
@@ -452,7 +549,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         record.update(machine_cpus=os.cpu_count(), threads_per_process=1)
         print(json.dumps(record, default=str), flush=True)
         records.append(record)
-    table = markdown_table(records)
+    comparison = equal_quality(records)
+    for row in comparison:
+        print(json.dumps({"equal_quality": row}), flush=True)
+    table = markdown_table(records) + ("\n" + equal_quality_table(comparison) if comparison else "")
     print(table)
     if args.markdown:
         args.markdown.write_text(table)

@@ -125,7 +125,7 @@ class GradientBoostingBaseline:
 
     Unweighted (so the probabilities keep the data's positive rate), seeded, with early stopping on an
     internal 10 % validation split when there are enough rows. Needs scikit-learn
-    (``pip install scikit-learn``; it is in the ``dev`` extra).
+    (``pip install "seqbert[baselines]"`` or ``pip install scikit-learn``).
     """
 
     def __init__(
@@ -151,7 +151,7 @@ class GradientBoostingBaseline:
         try:
             from sklearn.ensemble import HistGradientBoostingClassifier
         except ImportError as error:  # pragma: no cover - depends on the environment
-            raise ImportError("GradientBoostingBaseline needs scikit-learn: pip install scikit-learn") from error
+            raise ImportError("GradientBoostingBaseline needs scikit-learn: pip install 'seqbert[baselines]' (or scikit-learn)") from error
         labels = np.asarray(labels)
         early = len(labels) >= 2_000 and labels.sum() >= 20
         self.model = HistGradientBoostingClassifier(

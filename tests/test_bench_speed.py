@@ -88,3 +88,41 @@ def test_config_matches_the_seqbert_model_size(tmp_path):
     assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["mode"] == "full"
     text = bench._yaml(config)
     assert "train_neg_sample_args: ~" in text and "  split:\n    LS: \"valid_and_test\"" in text
+
+
+def test_seqbert_run_records_a_history_removed_validation_curve(prepared, tmp_path):
+    """The seqbert child runs the real pretraining and logs both protocols after every epoch."""
+    bench = load_bench()
+    args = bench.parse_args([str(prepared), "--work-dir", str(tmp_path), "--epochs", "1", "--seqbert-epochs", "2",
+                             "--hidden-size", "8", "--num-heads", "1", "--inner-size", "16", "--batch-size", "2"])  # fmt: skip
+    record = bench.bench_seqbert(args, "bidirectional", tmp_path)
+    assert "error" not in record, Path(record["log"]).read_text()[-2000:]
+    assert record["epochs"] == 2 and len(record["curve"]) == 2
+    seconds = [point["train_seconds"] for point in record["curve"]]
+    assert 0 < seconds[0] < seconds[1]
+    for point in record["curve"]:
+        assert 0.0 <= point["ndcg@10"] <= 1.0 and 0.0 <= point["ndcg@10_history_removed"] <= 1.0
+    assert record["val_ndcg10_history_removed"] == max(p["ndcg@10_history_removed"] for p in record["curve"])
+
+
+def test_equal_quality_finds_the_first_validation_at_recbole_quality():
+    bench = load_bench()
+    recbole = {"system": "RecBole 1.2.1", "model": "BERT4Rec",
+               "curve": bench.recbole_curve([{"train_seconds": 100.0, "ndcg@10": 0.02},
+                                             {"train_seconds": 100.0, "ndcg@10": 0.03}])}  # fmt: skip
+    curve = [{"train_seconds": s, "ndcg@10": 0.0, "ndcg@10_history_removed": q} for s, q in [(10, 0.01), (20, 0.031), (30, 0.05)]]
+    seqbert = {"system": "seqbert", "model": "bidirectional (Cloze)", "curve": curve}
+    (row,) = bench.equal_quality([recbole, seqbert])
+    assert row["target_val_ndcg10_history_removed"] == 0.03 and row["recbole_train_seconds"] == 200.0
+    assert row["seqbert_train_seconds"] == 20 and row["seqbert_validation_index"] == 2
+    assert row["speedup"] == pytest.approx(10.0) and row["seqbert_best_val_ndcg10_history_removed"] == 0.05
+    slow = {**seqbert, "curve": curve[:1]}
+    (row,) = bench.equal_quality([recbole, slow])
+    assert row["seqbert_train_seconds"] is None and row["speedup"] is None
+    assert "not reached" in bench.equal_quality_table([row])
+
+
+def test_training_curve_excludes_evaluation_time():
+    bench = load_bench()
+    evals = [{"started_at": 10.0, "seconds": 5.0, "ndcg@10": 0.1}, {"started_at": 25.0, "seconds": 5.0, "ndcg@10": 0.2}]
+    assert [p["train_seconds"] for p in bench.training_curve(evals)] == [10.0, 20.0]

@@ -328,18 +328,21 @@ def train(
                 progress.set_postfix(loss=f"{mean_loss:.4f}")
                 running_loss, running_count = 0.0, 0
             if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
+                flush_counts()
                 state.elapsed_seconds = time.monotonic() - started
                 accelerator.save_state()
             if should_stop():
                 stop = True
                 break
-        if not stop:
+        # An epoch is complete when its last batch ran, even if the step budget ended the loop on it.
+        if not stop or state.batches_done_in_epoch >= len(train_loader):
             state.epoch += 1
             state.batches_done_in_epoch = 0
         if stop or state.epoch % args.eval_every_epochs == 0:
             if run_evaluation():
                 break
     progress.close()
+    flush_counts()
     if not state.evaluations or state.evaluations[-1]["step"] != state.global_step:
         run_evaluation()
     state.elapsed_seconds = time.monotonic() - started
