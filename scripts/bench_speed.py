@@ -206,13 +206,13 @@ print(json.dumps({"setup_seconds": setup_seconds, "train_examples": train_exampl
 epochs_out = []
 for epoch in range(epochs):
     before = targets["count"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loss = trainer._train_epoch(train_data, epoch, show_progress=False)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     score, result = trainer._valid_epoch(valid_data, show_progress=False)
     t2 = time.perf_counter()
     loss = float(sum(loss)) if isinstance(loss, tuple) else float(loss)
-    epochs_out.append({"epoch": epoch + 1, "train_seconds": t1 - t0, "eval_seconds": t2 - t1,
+    epochs_out.append({"epoch": epoch + 1, "train_seconds": t1 - t0, "train_cpu_seconds": c1 - c0, "eval_seconds": t2 - t1,
                        "loss": loss, "targets": targets["count"] - before,
                        "ndcg@10": float(result["ndcg@10"]), "recall@10": float(result["recall@10"])})
     print(json.dumps(epochs_out[-1]), flush=True)
@@ -235,14 +235,14 @@ evals, counts = [], {"targets": 0, "batches": 0}
 
 original_evaluate = pretrain.evaluate_scorer
 def timed_evaluate(*a, **k):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = original_evaluate(*a, **k)
     record = {"phase": phase["name"], "started_at": t0 - phase.get("loop_start", t0),
-              "ndcg@10": result.get("ndcg@10")}
+              "started_at_cpu": c0 - phase.get("loop_start_cpu", c0), "ndcg@10": result.get("ndcg@10")}
     if phase["name"] == "train_loop" and not k.get("exclude_history"):
         # RecBole's protocol (history items removed), for the equal-quality comparison; timed as evaluation.
         record["ndcg@10_history_removed"] = original_evaluate(*a, **{**k, "exclude_history": True}).get("ndcg@10")
-    record["seconds"] = time.perf_counter() - t0
+    record["seconds"], record["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
     evals.append(record)
     return result
 pretrain.evaluate_scorer = timed_evaluate
@@ -264,6 +264,7 @@ original_train = pretrain.train
 def timed_train(*a, **k):
     phase["name"] = "train_loop"
     t0 = phase["loop_start"] = time.perf_counter()
+    phase["loop_start_cpu"] = time.process_time()
     state = original_train(*a, **k)
     phase["name"] = "after"
     phase["train_loop_seconds"] = time.perf_counter() - t0
@@ -400,24 +401,27 @@ def bench_seqbert(args, attention: str, work: Path) -> dict:
 
 
 def training_curve(loop_evals: list[dict]) -> list[dict]:
-    """Per validation: cumulative training seconds before it (evaluation time excluded) and its NDCG@10."""
-    curve, eval_seconds = [], 0.0
+    """Per validation: cumulative training wall and CPU seconds before it (evaluation excluded) and its NDCG@10."""
+    curve, eval_seconds, eval_cpu_seconds = [], 0.0, 0.0
     for evaluation in loop_evals:
         curve.append({
             "train_seconds": evaluation["started_at"] - eval_seconds,
+            "train_cpu_seconds": evaluation.get("started_at_cpu", 0.0) - eval_cpu_seconds,
             "ndcg@10": evaluation["ndcg@10"],
             "ndcg@10_history_removed": evaluation.get("ndcg@10_history_removed"),
         })  # fmt: skip
         eval_seconds += evaluation["seconds"]
+        eval_cpu_seconds += evaluation.get("cpu_seconds", 0.0)
     return curve
 
 
 def recbole_curve(per_epoch: list[dict]) -> list[dict]:
     """RecBole's per-epoch validation (its full-sort protocol removes history items) against training seconds."""
-    curve, seconds = [], 0.0
+    curve, seconds, cpu_seconds = [], 0.0, 0.0
     for epoch in per_epoch:
         seconds += epoch["train_seconds"]
-        curve.append({"train_seconds": seconds, "ndcg@10_history_removed": epoch["ndcg@10"]})
+        cpu_seconds += epoch.get("train_cpu_seconds", 0.0)
+        curve.append({"train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "ndcg@10_history_removed": epoch["ndcg@10"]})
     return curve
 
 
@@ -430,45 +434,57 @@ def equal_quality(records: list[dict]) -> list[dict]:
 
     The reference quality is the best validation NDCG@10 RecBole reached in its run, and the time it needed
     to first reach it; for the counterpart seqbert mode the time is that of its first validation at or above
-    that quality. ``speedup`` = RecBole seconds / seqbert seconds; None when seqbert never got there.
+    that quality. Times are training only (validation excluded), as process CPU seconds (every child runs one
+    thread, so this is robust to other load on the machine) and as wall seconds. ``speedup`` = RecBole CPU
+    seconds / seqbert CPU seconds; None when seqbert never got there.
     """
     rows = []
     for recbole in (r for r in records if r.get("system", "").startswith("RecBole") and r.get("curve")):
         target = max(point["ndcg@10_history_removed"] for point in recbole["curve"])
-        recbole_seconds = next(p["train_seconds"] for p in recbole["curve"] if p["ndcg@10_history_removed"] >= target)
+        at_target = next(p for p in recbole["curve"] if p["ndcg@10_history_removed"] >= target)
         mode = COUNTERPARTS.get(recbole["model"])
         seqbert = next((r for r in records if r.get("system") == "seqbert" and r.get("model") == mode and r.get("curve")), None)
         if seqbert is None:
             continue
-        reached = next(
-            (p for p in seqbert["curve"] if (p["ndcg@10_history_removed"] or 0.0) >= target), None
-        )
-        best = max((p["ndcg@10_history_removed"] or 0.0) for p in seqbert["curve"])
+        reached = next((p for p in seqbert["curve"] if (p["ndcg@10_history_removed"] or 0.0) >= target), None)
         rows.append({
             "recbole_model": recbole["model"], "seqbert_model": mode, "target_val_ndcg10_history_removed": target,
-            "recbole_train_seconds": recbole_seconds, "recbole_epochs": len(recbole["curve"]),
+            "recbole_epochs": len(recbole["curve"]),
+            "recbole_train_cpu_seconds": at_target.get("train_cpu_seconds"), "recbole_train_seconds": at_target["train_seconds"],
+            "seqbert_train_cpu_seconds": reached.get("train_cpu_seconds") if reached else None,
             "seqbert_train_seconds": reached["train_seconds"] if reached else None,
             "seqbert_validation_index": seqbert["curve"].index(reached) + 1 if reached else None,
-            "seqbert_best_val_ndcg10_history_removed": best,
+            "seqbert_best_val_ndcg10_history_removed": max((p["ndcg@10_history_removed"] or 0.0) for p in seqbert["curve"]),
             "seqbert_train_seconds_total": seqbert["curve"][-1]["train_seconds"],
-            "speedup": recbole_seconds / reached["train_seconds"] if reached and reached["train_seconds"] > 0 else None,
+            "speedup": _ratio(at_target.get("train_cpu_seconds"), reached and reached.get("train_cpu_seconds")),
+            "speedup_wall": _ratio(at_target["train_seconds"], reached and reached["train_seconds"]),
         })  # fmt: skip
     return rows
 
 
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator and denominator else None
+
+
 def equal_quality_table(rows: list[dict]) -> str:
     lines = [
-        "| RecBole model | RecBole epochs | RecBole train s | val NDCG@10 reached (history removed) | seqbert mode | "
-        "seqbert train s to reach it | seqbert best val NDCG@10 (history removed) | speed-up at equal quality |",
+        "| RecBole model | RecBole epochs | RecBole train CPU s (wall s) | val NDCG@10 reached (history removed) | "
+        "seqbert mode | seqbert train CPU s (wall s) to reach it | seqbert best val NDCG@10 (history removed) | "
+        "speed-up at equal quality, CPU (wall) |",
         "|" + "---|" * 8,
     ]
     for r in rows:
-        reached = f"{r['seqbert_train_seconds']:.0f}" if r["seqbert_train_seconds"] is not None else "not reached"
-        speedup = f"{r['speedup']:.1f}×" if r["speedup"] is not None else "n/a"
+        recbole = f"{r['recbole_train_cpu_seconds'] or 0:.0f} ({r['recbole_train_seconds']:.0f})"
+        reached = (
+            f"{r['seqbert_train_cpu_seconds'] or 0:.0f} ({r['seqbert_train_seconds']:.0f})"
+            if r["seqbert_train_seconds"] is not None else "not reached"
+        )  # fmt: skip
+        speedup = (
+            f"{r['speedup']:.1f}× ({r['speedup_wall']:.1f}×)" if r["speedup"] is not None and r["speedup_wall"] else "n/a"
+        )
         lines.append(
-            f"| {r['recbole_model']} | {r['recbole_epochs']} | {r['recbole_train_seconds']:.0f} | "
-            f"{r['target_val_ndcg10_history_removed']:.4f} | {r['seqbert_model']} | {reached} | "
-            f"{r['seqbert_best_val_ndcg10_history_removed']:.4f} | {speedup} |"
+            f"| {r['recbole_model']} | {r['recbole_epochs']} | {recbole} | {r['target_val_ndcg10_history_removed']:.4f} | "
+            f"{r['seqbert_model']} | {reached} | {r['seqbert_best_val_ndcg10_history_removed']:.4f} | {speedup} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -100,6 +100,7 @@ def test_seqbert_run_records_a_history_removed_validation_curve(prepared, tmp_pa
     assert record["epochs"] == 2 and len(record["curve"]) == 2
     seconds = [point["train_seconds"] for point in record["curve"]]
     assert 0 < seconds[0] < seconds[1]
+    assert 0 < record["curve"][0]["train_cpu_seconds"] < record["curve"][1]["train_cpu_seconds"]
     for point in record["curve"]:
         assert 0.0 <= point["ndcg@10"] <= 1.0 and 0.0 <= point["ndcg@10_history_removed"] <= 1.0
     assert record["val_ndcg10_history_removed"] == max(p["ndcg@10_history_removed"] for p in record["curve"])
@@ -108,14 +109,17 @@ def test_seqbert_run_records_a_history_removed_validation_curve(prepared, tmp_pa
 def test_equal_quality_finds_the_first_validation_at_recbole_quality():
     bench = load_bench()
     recbole = {"system": "RecBole 1.2.1", "model": "BERT4Rec",
-               "curve": bench.recbole_curve([{"train_seconds": 100.0, "ndcg@10": 0.02},
-                                             {"train_seconds": 100.0, "ndcg@10": 0.03}])}  # fmt: skip
-    curve = [{"train_seconds": s, "ndcg@10": 0.0, "ndcg@10_history_removed": q} for s, q in [(10, 0.01), (20, 0.031), (30, 0.05)]]
+               "curve": bench.recbole_curve([{"train_seconds": 100.0, "train_cpu_seconds": 90.0, "ndcg@10": 0.02},
+                                             {"train_seconds": 100.0, "train_cpu_seconds": 90.0, "ndcg@10": 0.03}])}  # fmt: skip
+    curve = [{"train_seconds": s, "train_cpu_seconds": s - 2, "ndcg@10": 0.0, "ndcg@10_history_removed": q}
+             for s, q in [(10, 0.01), (20, 0.031), (30, 0.05)]]  # fmt: skip
     seqbert = {"system": "seqbert", "model": "bidirectional (Cloze)", "curve": curve}
     (row,) = bench.equal_quality([recbole, seqbert])
     assert row["target_val_ndcg10_history_removed"] == 0.03 and row["recbole_train_seconds"] == 200.0
     assert row["seqbert_train_seconds"] == 20 and row["seqbert_validation_index"] == 2
-    assert row["speedup"] == pytest.approx(10.0) and row["seqbert_best_val_ndcg10_history_removed"] == 0.05
+    assert row["recbole_train_cpu_seconds"] == 180.0 and row["seqbert_train_cpu_seconds"] == 18
+    assert row["speedup"] == pytest.approx(10.0) and row["speedup_wall"] == pytest.approx(10.0)
+    assert row["seqbert_best_val_ndcg10_history_removed"] == 0.05
     slow = {**seqbert, "curve": curve[:1]}
     (row,) = bench.equal_quality([recbole, slow])
     assert row["seqbert_train_seconds"] is None and row["speedup"] is None
@@ -126,3 +130,5 @@ def test_training_curve_excludes_evaluation_time():
     bench = load_bench()
     evals = [{"started_at": 10.0, "seconds": 5.0, "ndcg@10": 0.1}, {"started_at": 25.0, "seconds": 5.0, "ndcg@10": 0.2}]
     assert [p["train_seconds"] for p in bench.training_curve(evals)] == [10.0, 20.0]
+    evals = [{**e, "started_at_cpu": e["started_at"] - 1, "cpu_seconds": 4.0} for e in evals]
+    assert [p["train_cpu_seconds"] for p in bench.training_curve(evals)] == [9.0, 20.0]
