@@ -160,11 +160,6 @@ def run_prepare(args: argparse.Namespace) -> dict:
 
     if args.split != "leave_one_out" and args.loo_target != "last_event":
         raise SystemExit("seqbert prepare: error: --loo-target applies to --split leave_one_out only.")
-    if args.k_core and args.partitions and args.min_item_support > 1:
-        raise SystemExit(
-            "seqbert prepare: error: --k-core with --min-item-support > 1 needs the whole log in memory; "
-            "leave out --partitions."
-        )
     if args.unseen_items == "hash" and args.num_hash_buckets < 1:
         raise SystemExit("seqbert prepare: error: --unseen-items hash needs --num-hash-buckets N with N >= 1.")
     if args.unseen_items == "unk" and args.num_hash_buckets:

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from datasets import Dataset
 
-from .data.arrow import to_arrow
+from .data.arrow import item_counts, to_arrow
 from .data.cleaning import DropReport, clean_events
 from .data.readers import read_events
 from .data.sequences import (
@@ -105,11 +104,11 @@ def check_tokenizer_options(options: PrepareOptions) -> None:
 
 
 def train_vocabulary(train: Dataset, options: PrepareOptions) -> tuple[BehaviorTokenizer, pa.StructArray]:
-    """The tokenizer fitted on the train split, and the split's item counts (``pc.value_counts``).
+    """The tokenizer fitted on the train split, and the split's item counts (:func:`item_counts`).
 
     What :meth:`BehaviorTokenizer.train` does, with the counts kept for the statistics.
     """
-    counts = pc.value_counts(to_arrow(train).column("item_ids").combine_chunks().flatten())
+    counts = item_counts(to_arrow(train).column("item_ids"))
     tokenizer = BehaviorTokenizer.from_item_counts(
         counts.field("values"),
         counts.field("counts"),
@@ -210,7 +209,8 @@ def prepare_file(
     options = options or PrepareOptions()
     check_tokenizer_options(options)
     path = Path(path)
-    # The content hash runs in a thread while the file is parsed (hashlib releases the GIL).
+    # The content hash runs in a thread (hashlib releases the GIL) while the file is parsed and
+    # prepared: most stages after the parse use one core, the hash takes the other.
     with ThreadPoolExecutor(1) as pool:
         sha256 = pool.submit(file_sha256, path)
         if dataset_format is None:
@@ -219,13 +219,14 @@ def prepare_file(
             from .data.formats import read_dataset
 
             events = read_dataset(dataset_format, path, **dict(read_options or {}))
-        source = {"path": str(path), "sha256": sha256.result(), "read_options": dict(read_options or {})}
-    if dataset_format is not None:
-        source["dataset_format"] = dataset_format
-    # Hand the raw events over without keeping a reference here: prepare_events frees them once cleaned.
-    pending = [events]
-    del events
-    prepared = prepare_events(pending.pop(), options, source_name=path.name, source=source)
+        source = {"path": str(path), "sha256": None, "read_options": dict(read_options or {})}
+        if dataset_format is not None:
+            source["dataset_format"] = dataset_format
+        # Hand the raw events over without keeping a reference here: prepare_events frees them once cleaned.
+        pending = [events]
+        del events
+        prepared = prepare_events(pending.pop(), options, source_name=path.name, source=source)
+        prepared.protocol["source"]["sha256"] = sha256.result()
     if output_dir is not None:
         with _stage(f"save to {output_dir}"):
             prepared.save(output_dir)

@@ -174,10 +174,11 @@ def encode_for_pretraining(
             max_length=max_length, return_arrow=True,
         )  # fmt: skip
         ids = encoded["input_ids"]
-        known = ids.flatten().to_numpy(zero_copy_only=False) >= special
-        rows = np.repeat(np.arange(len(ids)), pc.list_value_length(ids).to_numpy(zero_copy_only=False))
-        has_known = np.bincount(rows[known], minlength=len(ids)) > 0
-        return pa.table(_encoded_columns(encoded)).filter(pa.array(has_known))
+        known = np.concatenate([[0], np.cumsum(ids.flatten().to_numpy(zero_copy_only=False) >= special)])
+        offsets = ids.offsets.to_numpy() - ids.offsets[0].as_py()
+        has_known = known[offsets[1:]] > known[offsets[:-1]]
+        table = pa.table(_encoded_columns(encoded))
+        return table if has_known.all() else table.filter(pa.array(has_known))
 
     fingerprint = _fingerprint(dataset, "seqbert.encode_for_pretraining", tokenizer, max_length=max_length)
     # A stable row id lets the masking collator seed each batch from its content (exact resume).

@@ -118,10 +118,16 @@ def stable_hash64(values: Any) -> np.ndarray:
     return out
 
 
+def _contiguous(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array: the only chunk as it is (``combine_chunks`` copies even a single chunk)."""
+    if isinstance(values, pa.ChunkedArray):
+        return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values
+
+
 def _list_column(column: Any, value_type: pa.DataType, name: str) -> tuple[np.ndarray, Any]:
     """A batch column of sequences → (offsets from 0, flat values as an Arrow array)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    column = _contiguous(column)
     if not isinstance(column, pa.Array):
         if isinstance(column, np.ndarray) and column.ndim == 2:
             column = list(column)
@@ -141,6 +147,14 @@ def _list_column(column: Any, value_type: pa.DataType, name: str) -> tuple[np.nd
         raise ValueError(f"`{name}` has a missing (null) sequence; use an empty list instead.")
     offsets = column.offsets.to_numpy().astype(np.int64)
     return offsets - offsets[0], column.flatten()
+
+
+def _suffix_mask(lengths: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Boolean mask over flat events: the last ``kept[i]`` of row ``i`` (its length ``lengths[i]``)."""
+    runs = np.empty(2 * len(lengths), dtype=np.int64)
+    runs[0::2] = lengths - kept
+    runs[1::2] = kept
+    return np.repeat(np.tile(np.array([False, True]), len(lengths)), runs)
 
 
 def _lists(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
@@ -217,9 +231,12 @@ class BehaviorTokenizer(PreTrainedTokenizer):
                 raise ValueError("BehaviorTokenizer needs `vocab_file` or `items`; use BehaviorTokenizer.train(...).")
             with open(vocab_file, encoding="utf-8") as handle:
                 items = json.load(handle)
-        if isinstance(items, _ARROW_TYPES):
-            items = _as_strings(items).to_pylist()
-        items = [str(item) for item in items]
+        item_array = _contiguous(_as_strings(items)) if isinstance(items, _ARROW_TYPES) else None
+        if item_array is not None and not item_array.null_count:
+            items = item_array.to_pylist()
+        else:
+            items = [str(item) for item in (items if item_array is None else item_array.to_pylist())]
+            item_array = pa.array(items, type=pa.string())
         unseen_items = str(unseen_items).lower()
         num_hash_buckets = int(num_hash_buckets or 0)
         if unseen_items not in UNSEEN_ITEMS:
@@ -234,16 +251,17 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         # nor compare equal to their strings (get_vocab keys and the clash check need plain str).
         named = [str(token) for token in (pad_token, mask_token, cls_token, sep_token, unk_token)]
         self._specials = named + [HASH_TOKEN.format(k) for k in range(num_hash_buckets)]
-        clashes = sorted(set(items) & set(self._specials))
-        if clashes:
-            raise ValueError(f"Item ids {clashes[:10]} collide with special tokens; rename those items.")
-        if len(set(items)) != len(items):
+        self._token_to_id = {token: index for index, token in enumerate(self._specials)}
+        specials = len(self._token_to_id)
+        self._token_to_id.update(zip(items, range(len(self._specials), len(self._specials) + len(items))))
+        if len(self._token_to_id) != specials + len(items):  # a clash or a duplicate: say which
+            clashes = sorted(set(items) & set(self._specials))
+            if clashes:
+                raise ValueError(f"Item ids {clashes[:10]} collide with special tokens; rename those items.")
             raise ValueError("The item vocabulary contains duplicate ids.")
         self._items = items
-        self._item_array = pa.array(items, type=pa.string())
+        self._item_array = item_array
         self._hash_index: tuple[np.ndarray, np.ndarray] | None = None
-        self._token_to_id = {token: index for index, token in enumerate(self._specials)}
-        self._token_to_id.update({item: index + len(self._specials) for index, item in enumerate(items)})
         self.event_types = list(event_types)
         self._event_array = pa.array(self.event_types, type=pa.string())
         self.num_gap_buckets = int(num_gap_buckets)
@@ -305,7 +323,7 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         table = table.sort_by([("count_sum", "descending"), ("item", "ascending")])
         if max_size is not None:
             table = table.slice(0, max(int(max_size), 0))
-        return cls(items=table.column("item").to_pylist(), **kwargs)
+        return cls(items=table.column("item"), **kwargs)
 
     @property
     def vocab_size(self) -> int:
@@ -527,19 +545,21 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         out_lengths = kept + int(append_mask)
         out_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(out_lengths, out=out_offsets[1:])
-        if append_mask or (kept != lengths).any():
+        if not append_mask and (kept != lengths).any():
+            recent = _suffix_mask(lengths, kept)
+            streams = {name: stream[recent] for name, stream in streams.items()}
+        elif append_mask:
             kept_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
             np.cumsum(kept, out=kept_offsets[1:])
             rows = np.repeat(np.arange(len(lengths)), kept)
             source = np.arange(kept_offsets[-1]) + (offsets[1:] - kept - kept_offsets[:-1])[rows]
-            target = np.arange(kept_offsets[-1]) + (rows if append_mask else 0)
+            target = np.arange(kept_offsets[-1]) + rows
             for name, stream in streams.items():
                 out = np.empty(out_offsets[-1], dtype=np.int64)
                 out[target] = stream[source]
-                if append_mask:
-                    out[out_offsets[1:] - 1] = tail[name]
+                out[out_offsets[1:] - 1] = tail[name]
                 streams[name] = out
-        streams["attention_mask"] = np.ones(out_offsets[-1], dtype=np.int64)
+        streams["attention_mask"] = np.ones(out_offsets[-1], dtype=np.int8)
 
         if padding or return_tensors is not None:
             width = int(out_lengths.max(initial=0))

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from seqbert.data.arrow import to_arrow
-from seqbert.data.cleaning import clean_events, count_item_support
+from seqbert.data.cleaning import clean_events, count_item_support, k_core, per_user_kept
 from seqbert.data.errors import EventDataError
 from seqbert.data.partitioned import partition_events, partition_of, prepare_partitioned
 from seqbert.data.readers import iter_events, read_events
@@ -105,13 +105,41 @@ def test_bot_rates_are_counted(log_files):
     assert prepared.tokenizer.num_hash_buckets == 16
 
 
-def test_k_core_needs_the_whole_log(log_files, tmp_path):
-    options = PrepareOptions(k_core=True, min_item_support=2, min_user_events=3)
-    with pytest.raises(ValueError, match="whole log in memory"):
-        prepare_partitioned(log_files["csv"], options, tmp_path / "out", num_partitions=2, read_options=READ)
-    prepared = prepare_file(log_files["csv"], options, read_options=READ)  # in memory it works
-    report = prepared.drop_report
-    assert report["input_rows"] == report["kept_rows"] + sum(report["dropped"].values())
+@pytest.mark.parametrize("num_partitions", [1, 3])
+def test_k_core_partitioned_equals_in_memory(log_files, tmp_path, num_partitions):
+    """The whole log's k-core (on int32 user/item codes), replayed per partition, is the in-memory result."""
+    options = PrepareOptions(k_core=True, min_item_support=30, min_user_events=40)
+    expected = prepare_file(log_files["csv"], options, read_options=READ)
+    once = prepare_file(log_files["csv"], dataclasses.replace(options, k_core=False), read_options=READ)
+    assert expected.drop_report["kept_rows"] < once.drop_report["kept_rows"]  # more than one pass
+    got = prepare_partitioned(
+        log_files["csv"], options, tmp_path / "out", num_partitions=num_partitions, read_options=READ
+    )
+    assert_same_prepared(expected, got)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_k_core_replay_equals_clean_events(seed):
+    """clean_events(core=k_core(partitions)) on each user partition adds up to clean_events(k_core=True)."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    events = pa.table({
+        "user_id": pa.array([f"u{k}" for k in rng.integers(0, 40, n)]),
+        "item_id": pa.array([f"i{k}" for k in rng.integers(0, 60, n)]),
+        "event_type": pa.array(["view"] * n),
+        "timestamp": pa.array(1_700_000_000 + rng.integers(0, 10_000, n), pa.int64()),
+        "row_index": pa.array(np.arange(n, dtype=np.int64)),
+    })  # fmt: skip
+    rules = dict(min_item_support=int(rng.integers(2, 12)), min_user_events=int(rng.integers(1, 20)))
+    expected_rows, expected = clean_events(events, k_core=True, **rules)
+    parts = partition_of(events.column("user_id"), 3)
+    tables = [events.filter(pa.array(parts == k)) for k in range(3)]
+    core = k_core([per_user_kept(t) for t in tables], **rules)
+    reports = [clean_events(t, core=core, **rules) for t in tables]
+    for reason in ("rare_item", "short_user"):
+        assert sum(report.dropped[reason] for _, report in reports) == expected.dropped[reason], reason
+    kept = pa.concat_tables([to_arrow(rows) for rows, _ in reports]).column("row_index").to_numpy()
+    assert sorted(kept) == sorted(to_arrow(expected_rows).column("row_index").to_numpy())
 
 
 def test_merge_streams_small_batches(log_files, tmp_path, monkeypatch):
@@ -210,3 +238,17 @@ def test_csv_integer_timestamp_fast_path_falls_back(tmp_path):
     table = to_arrow(read_events(path))
     assert table.column("timestamp")[-1].as_py() == 1_700_006_400
     assert table.column("timestamp")[0].as_py() == 1_700_000_000
+
+
+def test_cli_k_core_with_partitions_matches_in_memory(log_files, tmp_path):
+    """`seqbert prepare --k-core --partitions K` is accepted and drops exactly what the in-memory k-core drops."""
+    import json
+
+    from seqbert.cli import main
+
+    common = ["prepare", str(log_files["csv"]), "--k-core", "--min-item-support", "30", "--min-user-events", "40",
+              "--unknown-events", "drop", "--bad-timestamps", "drop"]  # fmt: skip
+    assert main([*common, "--output-dir", str(tmp_path / "memory")]) == 0
+    assert main([*common, "--partitions", "2", "--output-dir", str(tmp_path / "parts")]) == 0
+    memory, parts = (json.loads((tmp_path / d / "drop_report.json").read_text()) for d in ("memory", "parts"))
+    assert parts["dropped"] == memory["dropped"] and parts["kept_rows"] == memory["kept_rows"]

@@ -28,12 +28,44 @@ def from_arrow(table: pa.Table) -> Dataset:
     return Dataset(InMemoryTable(table), fingerprint=generate_random_fingerprint())
 
 
+def contiguous(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """One array: the only chunk as it is (``combine_chunks`` copies even a single chunk)."""
+    if isinstance(column, pa.ChunkedArray):
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
+
+
 def list_offsets(column: pa.ChunkedArray | pa.ListArray) -> np.ndarray:
     """Offsets (length rows + 1) of a list column, made contiguous from zero."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    offsets = column.offsets.to_numpy()
+    offsets = contiguous(column).offsets.to_numpy()
     return offsets - offsets[0]
+
+
+def filter_rows(table: pa.Table, keep: np.ndarray) -> pa.Table:
+    """``table.filter(keep)``. When few rows are dropped, the runs of kept rows are sliced and
+    concatenated into contiguous columns (copies of whole buffers instead of a per-row selection)."""
+    bounds = np.flatnonzero(np.diff(keep, prepend=False, append=False))
+    starts, ends = bounds[0::2].tolist(), bounds[1::2].tolist()
+    if len(starts) > max(64, len(keep) // 1024):
+        return table.filter(pa.array(keep))
+
+    def runs(column: pa.ChunkedArray) -> pa.Array:
+        pieces = [chunk for start, end in zip(starts, ends) for chunk in column.slice(start, end - start).chunks]
+        return pa.concat_arrays(pieces) if pieces else pa.array([], type=column.type)
+
+    return pa.Table.from_arrays([runs(column) for column in table.columns], schema=table.schema)
+
+
+def item_counts(column: pa.ChunkedArray | pa.Array) -> pa.StructArray:
+    """``pc.value_counts`` of a flat or list column (``values``, ``counts``; nulls are a value),
+    through Arrow's hash group-by, which is faster for many distinct strings."""
+    values = contiguous(column)
+    if pa.types.is_list(values.type):
+        values = values.flatten()
+    grouped = pa.table({"values": values}).group_by("values", use_threads=False).aggregate([([], "count_all")])
+    return pa.StructArray.from_arrays(
+        [contiguous(grouped.column("values")), contiguous(grouped.column("count_all"))], names=["values", "counts"]
+    )
 
 
 def element_positions(offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,8 +87,7 @@ def filter_list_elements(table: pa.Table, columns: list[str], keep: np.ndarray) 
     new_offsets = pa.array(np.concatenate([[0], np.cumsum(new_lengths)]).astype(np.int32))
     mask = pa.array(keep)
     for name in columns:
-        column = table.column(name).combine_chunks()
-        values = column.flatten().filter(mask)
+        values = contiguous(table.column(name)).flatten().filter(mask)
         table = table.set_column(table.schema.get_field_index(name), name, pa.ListArray.from_arrays(new_offsets, values))
     return table
 
@@ -64,14 +95,22 @@ def filter_list_elements(table: pa.Table, columns: list[str], keep: np.ndarray) 
 def prefix_mask(offsets: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Boolean mask over the flat list elements: the first ``lengths[j]`` elements of row ``rows[j]``.
 
-    No per-element row/position arrays: +1 at each kept range's start and -1 at its end, then a
-    running sum (rows may repeat or be empty; ``lengths`` must not exceed the row lengths).
+    No per-element row/position arrays: one ``np.repeat`` of an alternating True/False pattern by
+    (kept, not kept) run lengths, row after row (rows may repeat, their longest prefix counts, or
+    be empty; ``lengths`` must not exceed the row lengths).
     """
-    total = int(offsets[-1])
-    starts = offsets[:-1][rows]
-    ends = starts + lengths
-    steps = np.bincount(starts, minlength=total + 1)[: total + 1] - np.bincount(ends, minlength=total + 1)[: total + 1]
-    return np.cumsum(steps[:total]) > 0
+    row_lengths = np.diff(offsets)
+    kept = np.zeros(len(row_lengths), dtype=np.int64)
+    if len(rows) < 2 or bool(np.all(rows[1:] > rows[:-1])):
+        kept[rows] = lengths
+    else:
+        np.maximum.at(kept, rows, lengths)
+    runs = np.empty(2 * len(row_lengths), dtype=np.int64)
+    runs[0::2] = kept
+    runs[1::2] = row_lengths - kept
+    pattern = np.zeros(len(runs), dtype=bool)
+    pattern[0::2] = True
+    return np.repeat(pattern, runs)
 
 
 def take_prefixes(
@@ -96,7 +135,7 @@ def take_prefixes(
     def cut(name: str) -> pa.Array | pa.ChunkedArray:
         column = table.column(name)
         if name in columns:
-            return pa.ListArray.from_arrays(new_offsets, column.combine_chunks().flatten().filter(mask))
+            return pa.ListArray.from_arrays(new_offsets, contiguous(column).flatten().filter(mask))
         return column.take(index)
 
     with ThreadPoolExecutor(2) as pool:  # Arrow's filter and take release the GIL
@@ -107,13 +146,16 @@ def take_prefixes(
 def take_list_elements(table: pa.Table, columns: list[str], flat_index: np.ndarray) -> dict[str, pa.Array]:
     """One flat element per row (``flat_index[row]``) from each list column."""
     index = pa.array(flat_index)
-    return {name: table.column(name).combine_chunks().flatten().take(index) for name in columns}
+    return {name: contiguous(table.column(name)).flatten().take(index) for name in columns}
 
 
 __all__ = [
+    "contiguous",
     "element_positions",
     "filter_list_elements",
+    "filter_rows",
     "from_arrow",
+    "item_counts",
     "list_offsets",
     "prefix_mask",
     "take_list_elements",

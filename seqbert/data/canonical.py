@@ -320,6 +320,32 @@ def _parse_iso(strings: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return secs, parsed, naive & parsed
 
 
+def _auto_unit(values: np.ndarray, finite: np.ndarray | None, numeric_unit: str | None) -> str:
+    """The unit of numeric timestamps for ``timestamp_unit="auto"``: ``numeric_unit`` when given,
+    else ``"ms"`` when the median absolute value of (a sample of about 1M of) the ``finite``
+    values is at least :data:`MILLISECONDS_THRESHOLD`."""
+    if numeric_unit is not None:
+        return numeric_unit
+    step = max(1, len(values) // 1_000_000)
+    sample = values[::step].astype(np.float64, copy=False)
+    sample = np.abs(sample if finite is None else sample[finite[::step]])
+    return "ms" if len(sample) and float(np.median(sample)) >= MILLISECONDS_THRESHOLD else "s"
+
+
+def _integer_seconds(arr: pa.Array, unit: str, numeric_unit: str | None, now: float) -> _Timestamps | None:
+    """The common case without a float copy: signed integers, no nulls, every value in range once
+    in seconds. ``None`` otherwise (the general path then finds and reports the bad values)."""
+    if unit == "iso" or not len(arr) or arr.null_count or not pa.types.is_signed_integer(arr.type):
+        return None
+    ints = arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    chosen = _auto_unit(ints, None, numeric_unit) if unit == "auto" else unit
+    seconds = ints if chosen == "s" else np.floor_divide(ints, 1000)
+    if int(seconds.min()) < MIN_TIMESTAMP or int(seconds.max()) > now + FUTURE_TOLERANCE_S:
+        return None
+    bad = np.zeros(len(ints), dtype=bool)
+    return _Timestamps(pa.array(seconds, type=pa.int64()), bad, chosen if unit == "auto" else None)
+
+
 def _parse_timestamps(
     col: pa.ChunkedArray,
     src: Source,
@@ -334,6 +360,9 @@ def _parse_timestamps(
     arr = _combine(col)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
+    in_range = _integer_seconds(arr, unit, numeric_unit, now)
+    if in_range is not None:
+        return in_range
     t = arr.type
     n = len(arr)
     secs = np.zeros(n, dtype=np.float64)
@@ -348,12 +377,7 @@ def _parse_timestamps(
         finite = mask & np.isfinite(values)
         everything = bool(finite.all())  # the common case: skip the (slow) boolean-mask indexing
         if unit == "auto":
-            step = max(1, n // 1_000_000)
-            sample = np.abs(values[::step][finite[::step]])
-            if numeric_unit is not None:
-                chosen_unit = numeric_unit
-            else:
-                chosen_unit = "ms" if len(sample) and float(np.median(sample)) >= MILLISECONDS_THRESHOLD else "s"
+            chosen_unit = _auto_unit(values, finite, numeric_unit)
         scale = 1000.0 if chosen_unit == "ms" else 1.0
         with np.errstate(invalid="ignore", over="ignore"):
             if everything:

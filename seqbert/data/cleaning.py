@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os import PathLike
@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.fingerprint import Hasher, generate_random_fingerprint
 
+from .arrow import filter_rows
 from .errors import EventDataError
 from .readers import BAD_TIMESTAMP_MARKER, MARKER_COLUMNS, ROW_INDEX, UNKNOWN_EVENT_MARKER
 from .schema import ARROW_TYPES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
@@ -228,11 +229,12 @@ def _try_int_codes(arr: pa.Array) -> tuple[np.ndarray, int] | None:
     return (values - lo).astype(np.int64, copy=False), hi - lo + 1
 
 
-def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, int]:
+def _codes(col: pa.ChunkedArray, heads: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Int codes in ``[0, n_codes)`` that are equal exactly when the values are equal.
 
     Nulls get an arbitrary code (callers only look at non-null rows). Numeric ids (the common
-    case in public logs) skip hashing the strings.
+    case in public logs) skip hashing the strings. ``heads``: :func:`_run_heads` of the column,
+    when the caller has it.
     """
     arr = _combine(col)
     if len(arr) and pa.types.is_string(arr.type):
@@ -241,7 +243,7 @@ def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, int]:
             return codes
     # Logs grouped by user repeat each id in a run: hash one id per run (the codes are the same,
     # dictionary_encode numbers values in order of first appearance).
-    heads = _run_heads(arr)
+    heads = _run_heads(arr) if heads is None else heads
     enc = pc.dictionary_encode(arr if heads is None else arr.take(pa.array(heads)))
     codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     if heads is not None:
@@ -446,6 +448,7 @@ def clean_events(
     k_core: bool = False,
     source: str | None = None,
     item_support: pa.Table | None = None,
+    core: KCore | None = None,
 ) -> tuple[datasets.Dataset, DropReport]:
     """Drop unusable rows and report how many were dropped for which reason.
 
@@ -471,6 +474,9 @@ def clean_events(
             ``events``: a table with ``item_id`` and ``count`` columns, e.g. the sum of
             :func:`count_item_support` over all partitions of a log cleaned one partition at a time
             (items are the one global rule: every other rule looks at one user's events only).
+        core: the k-core of the whole log (:func:`k_core`), for a log cleaned one user partition
+            at a time: ``rare_item`` and ``short_user`` then drop what the in-memory ``k_core=True``
+            passes drop, pass by pass (``min_item_support`` and ``min_user_events`` are in ``core``).
 
     Returns:
         ``(cleaned, report)``: the kept rows in input order with the canonical columns and
@@ -491,6 +497,8 @@ def clean_events(
         raise ValueError(
             "k_core=True needs the whole log in memory: it cannot use the item_support of a partitioned log."
         )
+    if core is not None and (k_core or item_support is not None):
+        raise ValueError("core replaces k_core and item_support: pass only one of them.")
     rate_limits = [
         (window, int(limit))
         for window, limit in ((60, max_events_per_minute), (3600, max_events_per_hour))
@@ -532,14 +540,15 @@ def clean_events(
     users, n_users = None, 1
     if keep.any() and need_users:
         user_column = table.column("user_id")
-        if (deduplicate or min_item_support > 1) and _run_heads(_combine(user_column)) is None:
+        user_heads = _run_heads(_combine(user_column))
+        if (deduplicate or min_item_support > 1) and user_heads is None:
             # Users are not grouped (duplicates need item codes then): hash both columns at once.
             with ThreadPoolExecutor(2) as pool:  # Arrow's hashing releases the GIL
                 item_job = pool.submit(_codes, table.column("item_id"))
                 users, n_users = _codes(user_column)
                 item_codes = item_job.result()
         else:
-            users, n_users = _codes(user_column)
+            users, n_users = _codes(user_column, user_heads)
 
     def items() -> tuple[np.ndarray, int]:
         """Item codes, computed once and only if needed (duplicates in an unsorted log, rare items)."""
@@ -569,26 +578,32 @@ def clean_events(
     else:
         drop("bot_user", None)
 
-    for iteration in range(n + 1):  # k_core: until stable (each pass that goes on drops >= 1 row)
-        before = report.kept_rows
-        if min_item_support > 1 and keep.any() and item_support is not None:
-            drop("rare_item", _below_support(table.column("item_id"), item_support, int(min_item_support)))
-        elif min_item_support > 1 and keep.any():
-            codes, n_items = items()
-            counts = np.bincount(codes[keep], minlength=n_items)
-            drop("rare_item", (counts < int(min_item_support))[codes])
-        else:
-            drop("rare_item", None)
+    if core is not None:  # the passes of the whole log's k-core, restricted to these rows
+        passes = core.passes(table.column("item_id"), table.column("user_id")) if keep.any() else None
+        for k in range(max(core.num_passes, 1)):
+            drop("rare_item", None if passes is None else passes[0] == k)
+            drop("short_user", None if passes is None else passes[1] == k)
+    else:
+        for iteration in range(n + 1):  # k_core: until stable (each pass that goes on drops >= 1 row)
+            before = report.kept_rows
+            if min_item_support > 1 and keep.any() and item_support is not None:
+                drop("rare_item", _below_support(table.column("item_id"), item_support, int(min_item_support)))
+            elif min_item_support > 1 and keep.any():
+                codes, n_items = items()
+                counts = np.bincount(codes[keep], minlength=n_items)
+                drop("rare_item", (counts < int(min_item_support))[codes])
+            else:
+                drop("rare_item", None)
 
-        if min_user_events > 1 and keep.any():
-            counts = np.bincount(users[keep], minlength=n_users)
-            drop("short_user", (counts < int(min_user_events))[users])
-        else:
-            drop("short_user", None)
-        if not k_core or min_item_support <= 1 or report.kept_rows == before:
-            break
-    if k_core:
-        logger.info("clean_events: k-core stable after %d pass(es)", iteration + 1)
+            if min_user_events > 1 and keep.any():
+                counts = np.bincount(users[keep], minlength=n_users)
+                drop("short_user", (counts < int(min_user_events))[users])
+            else:
+                drop("short_user", None)
+            if not k_core or min_item_support <= 1 or report.kept_rows == before:
+                break
+        if k_core:
+            logger.info("clean_events: k-core stable after %d pass(es)", iteration + 1)
 
     columns = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in names] + [ROW_INDEX]
     dropped_columns = [c for c in names if c not in columns]
@@ -596,7 +611,7 @@ def clean_events(
         logger.debug("clean_events: not keeping non-canonical columns %s", dropped_columns)
     out = table.select(columns)
     if report.kept_rows != n:
-        out = out.filter(pa.array(keep))
+        out = filter_rows(out, keep)
     report.check()
     if out.num_rows != report.kept_rows:  # pragma: no cover - internal consistency
         raise RuntimeError(f"kept {out.num_rows} rows but the report says {report.kept_rows}")
@@ -629,7 +644,7 @@ def _below_support(items: pa.ChunkedArray, support: pa.Table, minimum: int) -> n
     return ~_bool_np(pc.is_in(items, value_set=frequent.combine_chunks()))
 
 
-def count_item_support(
+def per_user_kept(
     events: datasets.Dataset | pa.Table,
     *,
     deduplicate: bool = True,
@@ -638,13 +653,8 @@ def count_item_support(
     max_events_per_hour: int | None = None,
     source: str | None = None,
 ) -> pa.Table:
-    """Events per item among the rows :func:`clean_events` keeps before its ``rare_item`` step
-    (after ``missing_field`` … ``bot_user``): a table of ``item_id`` and ``count``.
-
-    These rules only look at one user's events, so for a log partitioned by user the global support
-    is the sum over partitions (``pa.concat_tables`` then group by ``item_id``), which
-    ``clean_events(..., item_support=...)`` then applies to each partition.
-    """
+    """The rows :func:`clean_events` keeps before its ``rare_item`` step (after ``missing_field``
+    … ``bot_user``, the rules that look at one user's events only)."""
     kept, _ = clean_events(
         events,
         min_user_events=0,
@@ -655,8 +665,105 @@ def count_item_support(
         min_item_support=1,
         source=source,
     )
-    counted = pc.value_counts(kept.data.table.column("item_id"))
+    return kept.data.table
+
+
+def count_item_support(events: datasets.Dataset | pa.Table, **rules: Any) -> pa.Table:
+    """Events per item among the :func:`per_user_kept` rows (``rules``: its keyword arguments): a
+    table of ``item_id`` and ``count``.
+
+    These rules only look at one user's events, so for a log partitioned by user the global support
+    is the sum over partitions (``pa.concat_tables`` then group by ``item_id``), which
+    ``clean_events(..., item_support=...)`` then applies to each partition.
+    """
+    counted = pc.value_counts(per_user_kept(events, **rules).column("item_id"))
     return pa.table({"item_id": counted.field("values"), "count": counted.field("counts")})
 
 
-__all__ = ["DROP_REASONS", "DropReport", "clean_events", "count_item_support"]
+NEVER = np.iinfo(np.int32).max
+"""The k-core pass of an item or user that is never dropped."""
+
+
+@dataclass
+class KCore:
+    """The iterative k-core of a whole log: the pass in which each dropped item / user is dropped.
+
+    Items and users not listed survive. :func:`clean_events` with ``core=`` replays the passes on
+    any subset of users (a partition) and counts exactly what ``k_core=True`` in memory counts.
+    """
+
+    items: pa.Table  # item_id, pass (int32)
+    users: pa.Table  # user_id, pass (int32)
+    num_passes: int
+
+    def passes(self, item_id: pa.ChunkedArray, user_id: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the pass dropping its item and the pass dropping its user (:data:`NEVER` if none)."""
+        return _pass_of(item_id, self.items.column("item_id"), self.items.column("pass")), _pass_of(
+            user_id, self.users.column("user_id"), self.users.column("pass")
+        )
+
+
+def _pass_of(values: pa.ChunkedArray, keys: pa.ChunkedArray, passes: pa.ChunkedArray) -> np.ndarray:
+    """Per value: its pass in (``keys``, ``passes``), :data:`NEVER` where it is not a key."""
+    lookup = np.append(_combine(passes).to_numpy(zero_copy_only=False), NEVER).astype(np.int32)
+    where = pc.fill_null(pc.index_in(_combine(values), value_set=_combine(keys)), len(keys))
+    return lookup[where.to_numpy(zero_copy_only=False)]
+
+
+def k_core(partitions: Iterable[pa.Table], *, min_item_support: int, min_user_events: int) -> KCore:
+    """The k-core of a log given one user partition at a time (:func:`per_user_kept` rows, at least
+    ``user_id`` and ``item_id``; every user in one partition only).
+
+    Holds one (user code, item code) pair of int32 per row plus the distinct items and users, not
+    the events, and repeats ``rare_item`` then ``short_user`` as ``clean_events(k_core=True)`` does.
+    """
+    catalog = pa.array([], pa.string())
+    user_ids, user_codes, item_codes = [], [], []
+    users_so_far = 0
+    for part in partitions:
+        items = _combine(part.column("item_id"))
+        new = pc.unique(items.filter(pc.invert(pc.is_in(items, value_set=catalog))))
+        catalog = pa.concat_arrays([catalog, new])
+        item_codes.append(pc.index_in(items, value_set=catalog).to_numpy(zero_copy_only=False).astype(np.int32))
+        encoded = pc.dictionary_encode(_combine(part.column("user_id")))
+        user_ids.append(encoded.dictionary)
+        user_codes.append(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32) + users_so_far)
+        users_so_far += len(encoded.dictionary)
+    items = np.concatenate(item_codes) if item_codes else np.zeros(0, dtype=np.int32)
+    users = np.concatenate(user_codes) if user_codes else np.zeros(0, dtype=np.int32)
+    item_pass = np.full(len(catalog), NEVER, dtype=np.int32)
+    user_pass = np.full(users_so_far, NEVER, dtype=np.int32)
+    keep = np.ones(len(items), dtype=bool)
+    num_passes = 0
+    while keep.any():
+        rare = np.bincount(items[keep], minlength=len(catalog)) < min_item_support
+        item_pass[rare & (item_pass == NEVER)] = num_passes
+        dropped = keep & rare[items]
+        keep &= ~dropped
+        if min_user_events > 1:
+            short = np.bincount(users[keep], minlength=users_so_far) < min_user_events
+            user_pass[short & (user_pass == NEVER)] = num_passes
+            dropped |= keep & short[users]
+            keep &= ~short[users]
+        num_passes += 1
+        if not dropped.any():
+            break
+    listed_items, listed_users = np.flatnonzero(item_pass != NEVER), np.flatnonzero(user_pass != NEVER)
+    all_users = pa.concat_arrays(user_ids) if user_ids else pa.array([], pa.string())
+    return KCore(
+        items=pa.table({"item_id": catalog.take(pa.array(listed_items)), "pass": pa.array(item_pass[listed_items])}),
+        users=pa.table({"user_id": all_users.take(pa.array(listed_users)), "pass": pa.array(user_pass[listed_users])}),
+        num_passes=num_passes,
+    )
+
+
+__all__ = [
+    "DROP_REASONS",
+    "NEVER",
+    "DropReport",
+    "KCore",
+    "clean_events",
+    "count_item_support",
+    "k_core",
+    "per_user_kept",
+]

@@ -12,7 +12,9 @@ order) while holding only one partition in memory at a time:
    rule that is not per user (missing fields, bad timestamps, unknown event types, duplicates,
    bot users and short users all look at one user's events). Each partition counts its items after
    the per-user rules before ``rare_item`` (:func:`~seqbert.data.cleaning.count_item_support`); the
-   counts are summed and every partition applies ``rare_item`` with the global counts.
+   counts are summed and every partition applies ``rare_item`` with the global counts. With
+   ``k_core`` the whole log's iterative k-core is computed instead (:func:`~seqbert.data.cleaning.k_core`,
+   on one int32 (user, item) code pair per event) and each partition replays its passes.
 3. **Per partition**: clean → sequences (→ collapse repeated views) → split, written to disk.
    A temporal split with fraction cutoffs needs global time quantiles: the cleaned timestamps of
    all partitions are gathered first (8 bytes per event; pass explicit ``validation_start`` /
@@ -48,7 +50,7 @@ from datasets.table import InMemoryTable
 from ..prepared import PreparedData
 from ..tokenization_seqbert import BehaviorTokenizer, stable_hash64
 from .arrow import to_arrow
-from .cleaning import DropReport, clean_events, count_item_support
+from .cleaning import DropReport, clean_events, count_item_support, k_core, per_user_kept
 from .readers import iter_events
 
 logger = logging.getLogger(__name__)
@@ -419,14 +421,16 @@ def prepare_partitioned(
             **options.clean,
         )
         support = None
-        if options.min_item_support > 1:
+        rules = dict(deduplicate=options.deduplicate, max_events_per_user=options.max_events_per_user)
+        rules.update(_rate_options(options))
+        if options.min_item_support > 1 and getattr(options, "k_core", False):
+            pairs = (per_user_kept(_read_file(file), **rules).select(["user_id", "item_id"]) for file in parts.files)
+            core = k_core(pairs, min_item_support=options.min_item_support, min_user_events=options.min_user_events)
+            clean_kwargs["core"] = core
+            step(f"k-core of the whole log: {core.num_passes} pass(es), {core.items.num_rows:,} items dropped")
+        elif options.min_item_support > 1:
             for file in parts.files:
-                counted = count_item_support(
-                    _read_file(file),
-                    deduplicate=options.deduplicate,
-                    max_events_per_user=options.max_events_per_user,
-                    **_rate_options(options),
-                )
+                counted = count_item_support(_read_file(file), **rules)
                 support = _sum_counts(support, counted, "item_id")
             step(f"global item support counted ({support.num_rows:,} items)")
 
@@ -533,11 +537,6 @@ def _check_options(options: Any) -> None:
     from ..prepare import check_tokenizer_options
 
     check_tokenizer_options(options)
-    if getattr(options, "k_core", False) and options.min_item_support > 1:
-        raise ValueError(
-            "k_core=True with min_item_support > 1 needs the whole log in memory (each pass changes the global "
-            "item counts): prepare it in memory (without partitions)."
-        )
     loo_target = getattr(options, "loo_target", "last_event")
     if loo_target not in LOO_TARGETS:
         raise ValueError(f"Unknown loo_target {loo_target!r}; use one of {', '.join(LOO_TARGETS)}.")

@@ -9,7 +9,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 
-from .arrow import element_positions, filter_list_elements, from_arrow, list_offsets, prefix_mask, to_arrow
+from .arrow import (
+    contiguous,
+    element_positions,
+    filter_list_elements,
+    from_arrow,
+    item_counts,
+    list_offsets,
+    prefix_mask,
+    to_arrow,
+)
 
 SEQUENCE_COLUMNS: dict[str, str] = {
     "item_id": "item_ids",
@@ -43,7 +52,7 @@ def build_sequences(events: Dataset, *, session_gap_seconds: int | None = DEFAUL
     offsets = pa.array(np.append(starts, table.num_rows).astype(np.int32))
 
     first_rows = starts if order is None else order[starts]
-    columns: dict[str, pa.Array] = {"user_id": table.column("user_id").combine_chunks().take(pa.array(first_rows))}
+    columns: dict[str, pa.Array] = {"user_id": contiguous(table.column("user_id")).take(pa.array(first_rows))}
     for event_column, list_column in SEQUENCE_COLUMNS.items():
         if event_column in sorted_columns:
             columns[list_column] = pa.ListArray.from_arrays(offsets, sorted_columns[event_column])
@@ -67,7 +76,7 @@ def _user_time_order(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
     the fallback for keys too wide to pack.
     """
     n = table.num_rows
-    users = table.column("user_id").combine_chunks()
+    users = contiguous(table.column("user_id"))
     run_start = np.ones(n, dtype=bool)
     if n > 1:
         same = pc.equal(users[1:], users[:-1])
@@ -86,10 +95,10 @@ def _user_time_order(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
     row_index = table.column("row_index") if "row_index" in table.column_names else None
     in_position_order = True
     if row_index is not None:
-        index = row_index.combine_chunks()
+        index = contiguous(row_index)
         in_position_order = index.null_count == 0 and bool(np.all(np.diff(index.to_numpy(zero_copy_only=False)) > 0))
     integer_times = timestamps.null_count == 0 and pa.types.is_integer(timestamps.type)
-    ts = timestamps.combine_chunks().to_numpy(zero_copy_only=False) if integer_times else None
+    ts = contiguous(timestamps).to_numpy(zero_copy_only=False) if integer_times else None
     if (
         integer_times
         and in_position_order
@@ -103,7 +112,7 @@ def _user_time_order(table: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
         # Least significant key first; row_index only when the table is not in row_index order.
         keys = [ts.astype(np.int64, copy=False), user_rank]
         if not in_position_order and row_index.null_count == 0:
-            keys.insert(0, row_index.combine_chunks().to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+            keys.insert(0, contiguous(row_index).to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
         if in_position_order or len(keys) == 3:
             order = _lsd_order(keys)
     if order is None:
@@ -161,10 +170,10 @@ def _take_columns(table: pa.Table, names: list[str], order: np.ndarray | None) -
     """``names`` of ``table`` as contiguous arrays, permuted by ``order`` (two threads: Arrow's take
     releases the GIL)."""
     if order is None:
-        return {name: table.column(name).combine_chunks() for name in names}
+        return {name: contiguous(table.column(name)) for name in names}
     index = pa.array(order)
     with ThreadPoolExecutor(2) as pool:
-        taken = pool.map(lambda name: table.column(name).combine_chunks().take(index), names)
+        taken = pool.map(lambda name: contiguous(table.column(name)).take(index), names)
         return dict(zip(names, taken))
 
 
@@ -194,7 +203,7 @@ def session_starts(table: pa.Table, new_user: np.ndarray, gap_seconds: int | Non
         gap_break[1:] = np.diff(timestamps) > gap_seconds
     if "session_id" not in table.column_names:
         return starts | gap_break
-    ids = table.column("session_id").combine_chunks()
+    ids = contiguous(table.column("session_id"))
     if ids.null_count == len(ids):
         return starts | gap_break
     labels = pc.fill_null(pc.dictionary_encode(ids).indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -226,15 +235,15 @@ def collapse_repeated_views(sequences: Dataset, *, within_session: bool = True) 
     _, positions = element_positions(offsets)
     if len(positions) < 2:
         return sequences, 0
-    items = table.column("item_ids").combine_chunks().flatten()
-    types = table.column("event_types").combine_chunks().flatten()
+    items = contiguous(table.column("item_ids")).flatten()
+    types = contiguous(table.column("event_types")).flatten()
     is_view = pc.fill_null(pc.equal(types, "view"), False).to_numpy(zero_copy_only=False)
     same_item = pc.fill_null(pc.equal(items[1:], items[:-1]), False).to_numpy(zero_copy_only=False)
     repeat = np.zeros(len(positions), dtype=bool)
     repeat[1:] = (positions[1:] > 0) & is_view[1:] & is_view[:-1] & same_item
     sessions = None
     if "session_index" in table.column_names:
-        sessions = table.column("session_index").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        sessions = contiguous(table.column("session_index")).flatten().to_numpy(zero_copy_only=False)
         if within_session:
             repeat[1:] &= sessions[1:] == sessions[:-1]
     removed = int(np.count_nonzero(repeat))
@@ -248,7 +257,7 @@ def collapse_repeated_views(sequences: Dataset, *, within_session: bool = True) 
 
 def _renumber_sessions(table: pa.Table) -> pa.Table:
     """Make ``session_index`` dense (0, 1, 2 … per row) after events were removed."""
-    column = table.column("session_index").combine_chunks()
+    column = contiguous(table.column("session_index"))
     offsets = list_offsets(column)
     _, positions = element_positions(offsets)
     sessions = column.flatten().to_numpy(zero_copy_only=False)
@@ -285,7 +294,7 @@ def sequence_statistics(sequences: Dataset) -> dict:
     """Users, items, events, events per type and sequence-length percentiles (for reports and cards)."""
     table = to_arrow(sequences)
     lengths = np.diff(list_offsets(table.column("item_ids")))
-    items = table.column("item_ids").combine_chunks().flatten()
+    items = contiguous(table.column("item_ids")).flatten()
     return _statistics(lengths, int(pc.count_distinct(items).as_py()), _type_counts(table.column("event_types")))
 
 
@@ -299,18 +308,18 @@ def prefix_statistics(
     :func:`~seqbert.data.splits.leave_one_out` or :func:`~seqbert.data.splits.temporal_split`.
     Only the prefixes' events are counted in full; the statistics of ``sequences`` add the few
     events outside the prefixes (distinct items and events per type are the costly part, about
-    0.6 s per 10M events each time). ``prefix_item_counts`` is ``pc.value_counts`` of the
-    prefixes' items, when the caller has it already (the vocabulary is built from it).
+    0.6 s per 10M events each time). ``prefix_item_counts`` is :func:`~seqbert.data.arrow.item_counts`
+    of the prefixes' items, when the caller has it already (the vocabulary is built from it).
     """
     table, part = to_arrow(sequences), to_arrow(prefixes)
     offsets = list_offsets(table.column("item_ids"))
     part_lengths = np.diff(list_offsets(part.column("item_ids")))
     if prefix_item_counts is None:
-        prefix_item_counts = pc.value_counts(part.column("item_ids").combine_chunks().flatten())
+        prefix_item_counts = item_counts(part.column("item_ids"))
     part_items = prefix_item_counts.field("values")
     part_types = _type_counts(part.column("event_types"))
     # Events of `sequences` outside the prefixes: positions >= the user's prefix length.
-    rows = pc.index_in(table.column("user_id"), value_set=part.column("user_id").combine_chunks())
+    rows = pc.index_in(table.column("user_id"), value_set=contiguous(part.column("user_id")))
     rows = pc.fill_null(rows, -1).to_numpy(zero_copy_only=False)
     prefix_lengths = np.where(rows >= 0, part_lengths[np.maximum(rows, 0)], 0)
     lengths = np.diff(offsets)
@@ -318,11 +327,11 @@ def prefix_statistics(
         raise ValueError("prefix_statistics: the prefixes are not prefixes of the sequences of the same users.")
     outside = ~prefix_mask(offsets, np.arange(len(lengths)), prefix_lengths)
     mask = pa.array(outside)
-    extra_items = table.column("item_ids").combine_chunks().flatten().filter(mask)
+    extra_items = contiguous(table.column("item_ids")).flatten().filter(mask)
     extra_items = pc.unique(extra_items.drop_null())
     new_items = int(pc.sum(pc.invert(pc.is_in(extra_items, value_set=part_items.drop_null()))).as_py() or 0)
     types = dict(part_types)
-    extra_types = table.column("event_types").combine_chunks().flatten().filter(mask)
+    extra_types = contiguous(table.column("event_types")).flatten().filter(mask)
     for name, count in _type_counts(extra_types).items():
         types[name] = types.get(name, 0) + count
     part_distinct = len(part_items) - part_items.null_count
@@ -334,8 +343,7 @@ def prefix_statistics(
 
 def _type_counts(event_types: pa.ChunkedArray | pa.Array) -> dict[str, int]:
     """Events per type (sorted by type) of a list column or a flat array of event types."""
-    if isinstance(event_types, pa.ChunkedArray):
-        event_types = event_types.combine_chunks()
+    event_types = contiguous(event_types)
     if pa.types.is_list(event_types.type):
         event_types = event_types.flatten()
     counted = event_types.value_counts()

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from .arrow import from_arrow, list_offsets, take_list_elements, take_prefixes, to_arrow
+from .arrow import contiguous, from_arrow, list_offsets, take_list_elements, take_prefixes, to_arrow
 from .sequences import list_columns
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def history_before(table: pa.Table, cutoff: int) -> tuple[pa.Table, np.ndarray]:
 
 def _count_before(table: pa.Table, cutoff: int) -> np.ndarray:
     """Per row: how many events are strictly before ``cutoff`` (a prefix: rows are sorted by time)."""
-    timestamps = table.column("timestamps").combine_chunks().flatten().to_numpy()
+    timestamps = contiguous(table.column("timestamps")).flatten().to_numpy()
     offsets = list_offsets(table.column("timestamps"))
     before = np.concatenate([[0], np.cumsum(timestamps < cutoff)])
     return before[offsets[1:]] - before[offsets[:-1]]
@@ -146,7 +146,7 @@ def leave_one_out(
 def _last_two_purchases(table: pa.Table, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: position of the last purchase, of the one before it (-1 where none) and the purchase count."""
     num_rows = len(offsets) - 1
-    types = table.column("event_types").combine_chunks().flatten()
+    types = contiguous(table.column("event_types")).flatten()
     flat = np.flatnonzero(pc.fill_null(pc.equal(types, PURCHASE), False).to_numpy(zero_copy_only=False))
     owner = np.searchsorted(offsets, flat, side="right") - 1  # the row of each purchase (empty rows skipped)
     position = flat - offsets[owner]  # of each purchase within its row
@@ -176,7 +176,7 @@ def temporal_split(
         raise ValueError(f"validation_start ({validation_start}) must be before test_start ({test_start}).")
     table = to_arrow(sequences)
     offsets = list_offsets(table.column("timestamps"))
-    timestamps = table.column("timestamps").combine_chunks().flatten().to_numpy()
+    timestamps = contiguous(table.column("timestamps")).flatten().to_numpy()
     columns = list_columns(table)
     train_end = validation_start if validation_start is not None else test_start
     train_counts = _count_before(table, train_end)
