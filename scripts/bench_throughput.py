@@ -19,10 +19,13 @@ import argparse
 import json
 import resource
 import time
+from types import SimpleNamespace
 
 import torch
 
 from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+from seqbert.training.loop import make_optimizer
+from seqbert.training.pretrain import use_sparse_item_updates
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=50, help="Timed steps (after --warmup).")
     parser.add_argument("--warmup", type=int, default=10, help="Untimed warm-up steps.")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first.")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode (default, reduce-overhead, max-autotune, ...) with --compile.")
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend with --compile.")
+    parser.add_argument("--sparse-item-updates", action="store_true",
+                        help="With --loss-type sampled: sparse item-table gradients, SparseAdam on the touched rows and "
+                        "AdamW for the rest (the optimizer of pretraining's --sparse_item_updates).")
     parser.add_argument("--measure", default="train", choices=["train", "eval"],
                         help="train: optimizer steps. eval: full-catalog ranking of --eval-users users (pessimistic ranks).")
     parser.add_argument("--eval-users", type=int, default=4096, help="Users ranked with --measure eval.")
@@ -74,8 +83,12 @@ def run(args: argparse.Namespace, precision: str) -> dict:
         loss_type=args.loss_type, num_negatives=args.num_negatives, attention_type=args.attention_type,
     )  # fmt: skip
     model = SeqBertForMaskedBehaviorModeling(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda", foreach=device.type != "cuda")
-    step_model = torch.compile(model) if args.compile else model
+    if args.sparse_item_updates:
+        use_sparse_item_updates(model)
+        optimizer = make_optimizer(model, SimpleNamespace(learning_rate=1e-3, weight_decay=0.01))
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda", foreach=device.type != "cuda")
+    step_model = torch.compile(model, mode=args.compile_mode, backend=args.compile_backend) if args.compile else model
     shape = (args.batch_size, args.length)
     input_ids = torch.randint(5, config.vocab_size, shape, device=device)
     selected = torch.rand(shape, device=device) < args.mask_prob
@@ -109,7 +122,8 @@ def run(args: argparse.Namespace, precision: str) -> dict:
     flops = model_flops_per_step(model, args, int(selected.sum()))
     return {
         "measure": "train", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "precision": precision, "compile": args.compile, "loss_type": args.loss_type, "attention_type": args.attention_type,
+        "precision": precision, "compile": args.compile and f"{args.compile_backend}/{args.compile_mode or 'default'}",
+        "sparse_item_updates": args.sparse_item_updates, "loss_type": args.loss_type, "attention_type": args.attention_type,
         "items": args.items, "hidden_size": args.hidden_size, "layers": args.layers, "length": args.length,
         "batch_size": args.batch_size, "parameters": sum(p.numel() for p in model.parameters()),
         "step_ms": round(seconds * 1e3, 3),

@@ -150,6 +150,19 @@ def collect_rank_variants(
     return {name: torch.cat(ranks).numpy() for name, ranks in variants.items() if ranks}
 
 
+def sample_users(num_users: int, max_users: int | None, seed: int) -> tuple[np.ndarray | None, str]:
+    """Sorted row indices of a uniform sample of ``max_users`` of ``num_users`` evaluation users (without
+    replacement), and the label to record with its metrics. Drawn from ``seed`` alone, before any sharding,
+    so every epoch and every process count ranks the same users. ``None`` (all users) when ``max_users``
+    is None or not smaller than ``num_users``."""
+    if max_users is not None and max_users < 1:
+        raise ValueError(f"max_users must be >= 1 (or None for all users), got {max_users}.")
+    if max_users is None or max_users >= num_users:
+        return None, "all users"
+    indices = np.sort(np.random.default_rng(seed).choice(num_users, size=max_users, replace=False))
+    return indices, f"uniform without replacement, {max_users} of {num_users} users, seed {seed}"
+
+
 def ranking_intervals(
     ranks: np.ndarray, *, ks: Sequence[int] = DEFAULT_KS, num_items: int | None = None,
     n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,
@@ -278,5 +291,5 @@ def model_scorer(model: torch.nn.Module) -> Scorer:
 __all__ = [
     "DEFAULT_KS", "Scorer", "chunked_target_ranks", "chunked_topk", "collect_rank_variants", "collect_ranks",
     "collect_ranks_chunked", "evaluate_scorer", "mask_history", "model_scorer",
-    "pessimistic_ranks", "popularity_negatives", "ranking_intervals", "sampled_ranks",
+    "pessimistic_ranks", "popularity_negatives", "ranking_intervals", "sample_users", "sampled_ranks",
 ]

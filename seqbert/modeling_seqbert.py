@@ -23,6 +23,7 @@ Differences from BERT, each deliberate:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -325,7 +326,7 @@ class SeqBertMaskedBehaviorHead(nn.Module):
         num_negatives: int,
         log_proposal: torch.Tensor | None,
         label_smoothing: float = 0.0,
-        item_weight: torch.Tensor | None = None,
+        item_rows: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Sampled softmax with log-Q correction over ``num_negatives`` negatives shared by the batch.
 
@@ -335,11 +336,16 @@ class SeqBertMaskedBehaviorHead(nn.Module):
         estimate of the partition function over the other items, so the loss converges to the full
         softmax cross-entropy as ``num_negatives`` grows (the target's own logit is not corrected; it is
         always in the candidate set). A negative equal to a row's target ("accidental hit") is removed
-        from that row. Never materialises `(rows, catalog)`.
+        from that row. Never materialises `(rows, catalog)`. ``item_rows(columns)`` gives the output vectors
+        of the given item columns (default: their decoder rows); only those rows get a gradient.
         """
-        weight = self.decoder.weight[self.num_special_tokens :] if item_weight is None else item_weight
+
+        def decoder_rows(columns: torch.Tensor) -> torch.Tensor:
+            return self.decoder.weight[columns + self.num_special_tokens]
+
+        item_rows = item_rows or decoder_rows
         bias = self.bias[self.num_special_tokens :]
-        num_items = weight.shape[0]
+        num_items = bias.shape[0]
         if log_proposal is None:
             negatives = torch.randint(0, num_items, (num_negatives,), device=transformed.device)
             log_q_negatives = transformed.new_full((num_negatives,), -math.log(num_items))
@@ -347,8 +353,8 @@ class SeqBertMaskedBehaviorHead(nn.Module):
             negatives = torch.multinomial(log_proposal.exp(), num_negatives, replacement=True)
             log_q_negatives = log_proposal[negatives]
         correction = math.log(num_negatives)
-        positive = (transformed * weight[targets]).sum(-1) + bias[targets]
-        negative = transformed @ weight[negatives].T + bias[negatives] - (log_q_negatives + correction)
+        positive = (transformed * item_rows(targets)).sum(-1) + bias[targets]
+        negative = transformed @ item_rows(negatives).T + bias[negatives] - (log_q_negatives + correction)
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=-1).float()
         return F.cross_entropy(logits, torch.zeros_like(targets), label_smoothing=label_smoothing)
@@ -416,9 +422,8 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             behavior_logits = self.head.behavior_decoder(transformed)
             targets = labels[selected] - self.config.num_special_tokens
             sampled = self.config.loss_type == "sampled" and self.training
-            # Sampled training never scores the whole catalog (logits are then None).
-            item_weight = self.item_output_weights()
-            item_scores = None if sampled else self.head.item_logits(transformed, item_weight)
+            # Sampled training never scores (nor touches) the whole catalog (logits are then None).
+            item_scores = None if sampled else self.head.item_logits(transformed, self.item_output_weights())
             if not selected.any():
                 # Nothing to predict in this batch: a zero loss that keeps the graph (not NaN).
                 item_loss = loss = hidden_states.sum() * 0.0
@@ -429,7 +434,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             if sampled:
                 item_loss = self.head.sampled_item_loss(
                     transformed, targets, self.config.num_negatives, self.negative_log_proposal,
-                    self.config.label_smoothing, item_weight,
+                    self.config.label_smoothing, self.item_output_rows,
                 )  # fmt: skip
             else:
                 item_loss = F.cross_entropy(item_scores.float(), targets, label_smoothing=self.config.label_smoothing)
@@ -482,6 +487,17 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         if hasattr(embeddings, "item_category_ids"):
             weight = weight + embeddings.category_embeddings(embeddings.item_category_ids[items])
         return weight
+
+    def item_output_rows(self, columns: torch.Tensor) -> torch.Tensor:
+        """Rows ``columns`` (item columns) of :meth:`item_output_weights`, gathered without touching the other
+        rows: their gradient is sparse when the item embedding is (``item_embeddings.sparse``, set by
+        ``--sparse_item_updates``), as the input lookup's then is."""
+        embeddings = self.seqbert.embeddings
+        tokens = columns + self.config.num_special_tokens
+        rows = F.embedding(tokens, self.head.decoder.weight, sparse=embeddings.item_embeddings.sparse)
+        if hasattr(embeddings, "item_category_ids"):
+            rows = rows + embeddings.category_embeddings(embeddings.item_category_ids[tokens])
+        return rows
 
     def item_output_bias(self) -> torch.Tensor:
         """Decoder bias of the real items `(num_items,)`."""

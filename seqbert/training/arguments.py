@@ -36,6 +36,23 @@ class TrainingArguments:
     mixed_precision: str | None = field(
         default=None, metadata={"help": "no | fp16 | bf16. Default: whatever `accelerate launch` configured."}
     )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "Compile the training model with torch.compile after Accelerate's `prepare` (where its "
+                  "dynamo plugin would: around DDP); saved weights and checkpoints keep their plain names. "
+                  "`accelerate launch --dynamo_backend ...` compiles too, without this flag. The first steps (and "
+                  "new batch shapes) pay compile time; inductor needs a C/C++ compiler on CPU."},
+    )
+    torch_compile_backend: str = field(
+        default="inductor",
+        metadata={"help": "With --torch_compile: the dynamo backend (inductor; aot_eager and eager trace without "
+                  "generating code, for checking that the model compiles)."},
+    )
+    torch_compile_mode: str | None = field(
+        default=None,
+        metadata={"help": "With --torch_compile: the torch.compile mode (default, reduce-overhead, max-autotune, "
+                  "max-autotune-no-cudagraphs). Default: torch's default."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and masking."})
     eval_every_epochs: int = field(default=1, metadata={"help": "Validate every N epochs (and at the end)."})
     early_stopping_patience: int | None = field(
@@ -95,6 +112,13 @@ class PretrainArguments:
                   "correction over --num_negatives shared negatives; for very large catalogs)."},
     )
     num_negatives: int = field(default=1024, metadata={"help": "Negatives per batch with --loss_type sampled."})
+    sparse_item_updates: bool = field(
+        default=False,
+        metadata={"help": "With --loss_type sampled: give the item table (input and tied output vectors) sparse "
+                  "gradients and update only the rows a step touched (the batch's items, targets and sampled "
+                  "negatives) with SparseAdam (lazy Adam moments, no weight decay on that table); AdamW for the rest. "
+                  "For catalogs of millions of items, where the dense update of the whole table dominates a step."},
+    )
     negative_sampling_power: float = field(
         default=0.0,
         metadata={"help": "With --loss_type sampled: draw negatives ∝ training popularity ** power "
@@ -111,6 +135,24 @@ class PretrainArguments:
     init_from: str | None = field(default=None, metadata={"help": "Continue from a saved model folder."})
     exclude_history: bool = field(
         default=False, metadata={"help": "Also report metrics with history items removed (labelled variant)."}
+    )
+    max_eval_users: int | None = field(
+        default=None,
+        metadata={"help": "Validate (during training, for early stopping, and in results.json) on a uniform random "
+                  "sample of this many validation users instead of all of them, still ranking the full catalog. "
+                  "The sample is drawn once from --eval_users_seed before sharding: the same users every epoch "
+                  "and for every process count. Recorded as validation_users / validation_user_sampling. "
+                  "Default: all users."},
+    )
+    max_test_users: int | None = field(
+        default=None,
+        metadata={"help": "Like --max_eval_users for the final test evaluation (recorded as test_users / "
+                  "test_user_sampling). Default: all users."},
+    )
+    eval_users_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the --max_eval_users / --max_test_users samples; separate from --seed so every "
+                  "training seed is validated on the same users."},
     )
 
 

@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
         metric_name="roc_auc",
         loss_fn=loss_fn,
     )
-    model = accelerator.unwrap_model(model).eval()
+    model = accelerator.unwrap_model(model, keep_torch_compile=False).eval()
     predictions = {split: predict_logits(model, split) for split in ("validation", "test")}
     results = {
         split: {"seqbert": binary_metrics(labels, 1.0 / (1.0 + np.exp(-logits)))}

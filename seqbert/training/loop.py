@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker, on_main_process
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, is_compiled_module, set_seed
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
@@ -81,6 +81,9 @@ class TrainingState:
     evaluations_without_improvement: int = 0
     elapsed_seconds: float = 0.0
     data_wait_seconds: float = 0.0  # time spent waiting for the DataLoader (collation included)
+    evaluation_seconds: float = 0.0  # time spent validating during training (included in elapsed_seconds)
+    train_sequences: int = 0  # sequences and real (unpadded) tokens trained on, all processes
+    train_tokens: int = 0
     evaluations: list[dict] = field(default_factory=list)
 
     def state_dict(self) -> dict:
@@ -134,15 +137,69 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
     return accelerator
 
 
+class CombinedOptimizer(torch.optim.Optimizer):
+    """Several optimizers stepped as one: their ``param_groups`` are this optimizer's (one LR scheduler drives
+    them all) and their states form one state dict (one entry in ``accelerator.save_state``)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):
+        self.optimizers = optimizers
+        super().__init__([group for optimizer in optimizers for group in optimizer.param_groups], {})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = closure() if closure is not None else None
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for optimizer, state in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
+        # Loading replaces each optimizer's group dicts: share the new ones again.
+        self.param_groups = [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+
 def make_optimizer(model: torch.nn.Module, args: TrainingArguments) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases, norms and embeddings' padding-free vectors."""
-    decay, no_decay = [], []
+    """AdamW without weight decay on biases, norms and embeddings' padding-free vectors.
+
+    Weights of sparse embeddings (``nn.Embedding(sparse=True)``, e.g. the item table under
+    ``--sparse_item_updates``) get ``SparseAdam`` instead: only the rows with a gradient in a step move
+    (lazy Adam moments, no weight decay), which is what makes a million-row table cheap to train.
+    """
+    sparse_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
+    decay, no_decay, sparse = [], [], []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+        if id(parameter) in sparse_ids:
+            sparse.append(parameter)
+        else:
+            (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, foreach=True)
+    dense = torch.optim.AdamW(groups, lr=args.learning_rate, foreach=True)
+    if not sparse:
+        return dense
+    return CombinedOptimizer([dense, torch.optim.SparseAdam(sparse, lr=args.learning_rate)])
+
+
+def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> None:
+    """``accelerator.clip_grad_norm_``, also when some gradients are sparse (which torch's clipping rejects):
+    those are coalesced and their values count in, and are scaled with, the same global norm."""
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    if not any(p.grad.is_sparse for p in parameters):
+        accelerator.clip_grad_norm_(parameters, max_norm)
+        return
+    accelerator.unscale_gradients()
+    for parameter in parameters:
+        if parameter.grad.is_sparse:
+            parameter.grad = parameter.grad.coalesce()
+    grads = [p.grad._values() if p.grad.is_sparse else p.grad for p in parameters]
+    total_norm = torch.nn.utils.get_total_norm(grads)
+    coefficient = (max_norm / (total_norm + 1e-6)).clamp(max=1.0)  # as torch.nn.utils.clip_grad_norm_
+    torch._foreach_mul_(grads, coefficient)
 
 
 def _load_malloc_trim() -> Callable[[], None]:
@@ -206,6 +263,7 @@ def train(
     evaluate: Callable[[torch.nn.Module], dict[str, float]],
     metric_name: str,
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]],
+    run_config: dict[str, Any] | None = None,
 ) -> TrainingState:
     """Train ``model`` (not yet prepared) and leave the best validation weights loaded in it.
 
@@ -213,6 +271,7 @@ def train(
     ``metric_name`` (higher is better) selects the best weights and drives early stopping;
     ``loss_fn(model, batch)`` returns the loss and scalars to log (floats or detached tensors; tensors
     are read only at logging steps, so the loop does not synchronise with the device every step).
+    ``run_config`` is recorded with the arguments in the trackers' configuration (``logs/config.json``).
     """
     optimizer = make_optimizer(model, args)
     updates_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
@@ -232,6 +291,11 @@ def train(
         optimizer, lambda _: learning_rate_factor(progress_fraction(), args.warmup_ratio, args.lr_scheduler)
     )
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    if args.torch_compile and not is_compiled_module(model):
+        # What Accelerate's dynamo plugin does (compile last, around DDP), but per run: the plugin lives in
+        # Accelerate's process-wide state, which a second Accelerator in the same process cannot change.
+        # Checkpoints (save_state) keep the prepared module; unwrapping drops the compiled wrapper.
+        model = torch.compile(model, backend=args.torch_compile_backend, mode=args.torch_compile_mode)
     accelerator.register_for_checkpointing(state)
     best_path = Path(args.output_dir) / BEST_WEIGHTS_DIR / "model.safetensors"
     checkpoint = resolve_checkpoint(args)
@@ -242,7 +306,8 @@ def train(
         accelerator.project_configuration.iteration = max(existing, default=-1) + 1
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, state.global_step, state.epoch)
     resumed_rng_state = torch.get_rng_state() if state.batches_done_in_epoch else None
-    accelerator.init_trackers("seqbert", config={k: v for k, v in vars(args).items() if v is not None})
+    tracked = {**vars(args), **(run_config or {})}
+    accelerator.init_trackers("seqbert", config={k: v for k, v in tracked.items() if v is not None})
 
     progress = tqdm(
         total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="train"
@@ -259,14 +324,30 @@ def train(
         flag = torch.tensor(float(budget_hit or state.global_step >= total_steps), device=accelerator.device)
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
+    # Sequences and real tokens of the micro-batches since the last flush, kept on the device (no sync per step).
+    pending_counts = torch.zeros(2, dtype=torch.long, device=accelerator.device)
+
+    def flush_counts() -> None:
+        """Add the pending counts of every process to the state (a collective: all processes call it together)."""
+        counts = accelerator.reduce(pending_counts, reduction="sum") if accelerator.num_processes > 1 else pending_counts
+        state.train_sequences += int(counts[0])
+        state.train_tokens += int(counts[1])
+        pending_counts.zero_()
+
     def run_evaluation() -> bool:
         """Validate, keep the best weights; True when early stopping says stop."""
         model.eval()
+        evaluation_started = time.monotonic()
         metrics = evaluate(model)
+        evaluation_seconds = time.monotonic() - evaluation_started
+        state.evaluation_seconds += evaluation_seconds
         model.train()
         score = metrics[metric_name]
         state.elapsed_seconds = time.monotonic() - started
-        record = {"epoch": state.epoch, "wall_seconds": round(state.elapsed_seconds, 2), **{f"val_{k}": v for k, v in metrics.items()}}
+        record = {
+            "epoch": state.epoch, "wall_seconds": round(state.elapsed_seconds, 2),
+            "validation_seconds": round(evaluation_seconds, 2), **{f"val_{k}": v for k, v in metrics.items()},
+        }  # fmt: skip
         state.evaluations.append({"step": state.global_step, **record})
         accelerator.log(record, step=state.global_step)
         if state.best_metric is None or score > state.best_metric:
@@ -274,7 +355,7 @@ def train(
             state.evaluations_without_improvement = 0
             if accelerator.is_main_process:
                 best_path.parent.mkdir(parents=True, exist_ok=True)
-                save_model(accelerator.unwrap_model(model), str(best_path))
+                save_model(accelerator.unwrap_model(model, keep_torch_compile=False), str(best_path))
         else:
             state.evaluations_without_improvement += 1
         logger.info("step %d validation %s=%.4f (best %.4f at step %d)", state.global_step, metric_name, score, state.best_metric, state.best_step)
@@ -303,11 +384,14 @@ def train(
                 loss, scalars = loss_fn(model, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    clip_gradients(accelerator, model, args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             state.batches_done_in_epoch += 1
+            mask = batch.get("attention_mask")
+            pending_counts[0] += len(batch["input_ids"])
+            pending_counts[1] += mask.sum() if mask is not None else batch["input_ids"].numel()
             # Kept on the device: reading it every step would synchronise with the GPU every step.
             running_loss = running_loss + loss.detach().float()
             running_count += 1
@@ -317,6 +401,7 @@ def train(
             progress.update(1)
             if state.global_step % args.logging_steps == 0:
                 release_freed_memory()
+                flush_counts()
                 mean_loss = float(running_loss) / running_count
                 # Share of wall time the loop waited for data; near 0 means the DataLoader is not the bottleneck.
                 data_wait = state.data_wait_seconds / max(time.monotonic() - started, 1e-9)
@@ -348,7 +433,7 @@ def train(
     state.elapsed_seconds = time.monotonic() - started
     accelerator.wait_for_everyone()
     if best_path.exists():
-        load_model(accelerator.unwrap_model(model), str(best_path))
+        load_model(accelerator.unwrap_model(model, keep_torch_compile=False), str(best_path))
     else:  # resumed from a finished run whose best weights were already saved as the model
         logger.warning("No best weights at %s; keeping the final weights.", best_path)
     accelerator.wait_for_everyone()
@@ -358,4 +443,7 @@ def train(
     return state
 
 
-__all__ = ["JsonLinesTracker", "TrainingState", "make_accelerator", "make_optimizer", "read_log", "resolve_checkpoint", "train"]
+__all__ = [
+    "CombinedOptimizer", "JsonLinesTracker", "TrainingState", "clip_gradients", "make_accelerator", "make_optimizer",
+    "read_log", "resolve_checkpoint", "train",
+]

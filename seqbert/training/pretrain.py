@@ -12,6 +12,7 @@ import json
 import logging
 import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,12 @@ from ..collators import (
     DataCollatorWithLeftPadding,
 )
 from ..configuration_seqbert import SeqBertConfig
-from ..evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer
+from ..evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer, sample_users
 from ..metrics.functional import ranking_metrics
 from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
 from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining
 from .arguments import ModelArguments, PretrainArguments, TrainingArguments
-from .loop import make_accelerator, train
+from .loop import TrainingState, make_accelerator, train
 from .outputs import write_model_folder
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,14 @@ def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArgumen
     return model
 
 
+def use_sparse_item_updates(model: SeqBertForMaskedBehaviorModeling) -> None:
+    """Make the item table's gradient sparse (input lookup and the sampled loss's output rows), so that
+    ``make_optimizer`` gives it SparseAdam (--sparse_item_updates)."""
+    if model.config.loss_type != "sampled":
+        raise ValueError("--sparse_item_updates needs --loss_type sampled (the full softmax touches every item row).")
+    model.seqbert.embeddings.item_embeddings.sparse = True
+
+
 def training_item_counts(rows, tokenizer) -> torch.Tensor:
     """Occurrences of each item column in the encoded training rows (the sampled-softmax proposal)."""
     ids = rows.with_format("arrow")["input_ids"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -112,6 +121,35 @@ def chunkable_scorer(model):
     scorer = model_scorer(model)
     scorer.chunked_model = model
     return scorer
+
+
+def throughput(state: TrainingState) -> dict[str, float]:
+    """Training speed without the validations run during training (their time is reported apart)."""
+    seconds = max(state.elapsed_seconds - state.evaluation_seconds, 1e-9)
+    return {
+        "train_seconds": round(seconds, 2),
+        "train_sequences_per_second": round(state.train_sequences / seconds, 1),
+        "train_tokens_per_second": round(state.train_tokens / seconds, 1),
+        "validation_seconds": round(state.evaluation_seconds, 2),
+    }
+
+
+def best_validation_metrics(record: dict) -> dict[str, float]:
+    """The metrics of a validation record logged by the training loop (``val_``-prefixed keys)."""
+    return {key.removeprefix("val_"): value for key, value in record.items() if key.startswith("val_")}
+
+
+def evaluation_splits(data: PreparedData, pre_args: PretrainArguments) -> tuple[dict, dict[str, int | str]]:
+    """Validation and test rows to rank (all users, or the seeded samples of --max_eval_users /
+    --max_test_users, drawn before sharding) and the labels recording which users they are."""
+    splits, labels = {}, {}
+    for name, max_users in (("validation", pre_args.max_eval_users), ("test", pre_args.max_test_users)):
+        split = data.splits[name]
+        indices, label = sample_users(split.num_rows, max_users, pre_args.eval_users_seed)
+        splits[name] = split if indices is None else split.select(indices)
+        labels[f"{name}_users"] = splits[name].num_rows
+        labels[f"{name}_user_sampling"] = label
+    return splits, labels
 
 
 def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
@@ -134,12 +172,17 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("processes=%d device=%s mixed_precision=%s", accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
     data = PreparedData.load(args.data_dir)
     tokenizer = data.tokenizer
+    eval_splits, user_sampling = evaluation_splits(data, pre_args)
+    for key, value in user_sampling.items():
+        logger.info("%s: %s", key, value)
     with accelerator.main_process_first():
         train_rows = encode_for_pretraining(data.splits["train"], tokenizer, args.max_length)
-        eval_rows = {name: encode_for_next_item(data.splits[name], tokenizer, args.max_length) for name in ("validation", "test")}
+        eval_rows = {name: encode_for_next_item(split, tokenizer, args.max_length) for name, split in eval_splits.items()}
         baselines = fit_next_item_baselines(data.splits["train"], tokenizer)
 
     model = build_model(tokenizer, model_args, pre_args, args.max_length, train=data.splits["train"])
+    if pre_args.sparse_item_updates:
+        use_sparse_item_updates(model)
     if model.config.loss_type == "sampled" and pre_args.negative_sampling_power:
         model.set_negative_proposal(training_item_counts(train_rows, tokenizer), pre_args.negative_sampling_power)
     collator = make_collator(tokenizer, pre_args, args.seed)
@@ -180,15 +223,26 @@ def main(argv: list[str] | None = None) -> dict:
         model=model,
         train_loader=train_loader,
         args=args,
-        evaluate=lambda m: evaluate_on("validation", chunkable_scorer(accelerator.unwrap_model(m))),
+        evaluate=lambda m: evaluate_on("validation", chunkable_scorer(accelerator.unwrap_model(m, keep_torch_compile=False))),
         metric_name="ndcg@10",
         loss_fn=loss_fn,
+        run_config={**vars(pre_args), **user_sampling},
     )
-    model = accelerator.unwrap_model(model).eval()
+    model = accelerator.unwrap_model(model, keep_torch_compile=False).eval()
     scorers = {"seqbert": chunkable_scorer(model), **baselines}
-    results = {split: {name: evaluate_on(split, scorer) for name, scorer in scorers.items()} for split in ("validation", "test")}
+    evaluation_started = time.monotonic()
+    # The model's validation metrics are those of its best validation: same weights, users and evaluator.
+    best = next((e for e in state.evaluations if e["step"] == state.best_step), None)
+    results = {
+        split: {
+            name: best_validation_metrics(best) if (split, name) == ("validation", "seqbert") and best else evaluate_on(split, scorer)
+            for name, scorer in scorers.items()
+        }
+        for split in ("validation", "test")
+    }  # fmt: skip
     if pre_args.exclude_history:
         results["test_history_removed"] = {name: evaluate_on("test", s, exclude_history=True) for name, s in scorers.items()}
+    final_evaluation_seconds = time.monotonic() - evaluation_started
     summary = {
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
@@ -198,9 +252,12 @@ def main(argv: list[str] | None = None) -> dict:
         "best_step": state.best_step,
         "wall_seconds": round(state.elapsed_seconds, 2),
         "data_wait_fraction": round(state.data_wait_seconds / max(state.elapsed_seconds, 1e-9), 4),
+        **throughput(state),
+        "final_evaluation_seconds": round(final_evaluation_seconds, 2),
         "train_sequences": train_rows.num_rows,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ranking": "full catalog, pessimistic ties, history items not removed",
+        **user_sampling,
         "metrics": results,
     }
     if accelerator.is_main_process:
