@@ -6,7 +6,8 @@ Models, all on the same labelled rows (inputs strictly before each cutoff, label
 - ``logistic_regression`` and ``gbdt`` (scikit-learn HistGradientBoostingClassifier) on the tabular
   features of seqbert.data.features.task_features (recency / frequency / event-type counts / item
   popularity, + user-item pair features for the item tasks), computed from the same pre-cutoff events;
-- ``seqbert_scratch``: SeqBERT fine-tuned from random initialisation;
+- ``seqbert_scratch``: SeqBERT fine-tuned from random initialisation (item tasks: with the candidate-aware
+  inputs of seqbert.training.finetune, match embeddings and candidate popularity, unless switched off);
 - ``seqbert_pretrained_full`` / ``seqbert_pretrained_frozen``: masked-behavior pretraining on the train
   split (events before the validation cutoff, so before the test cutoff), then full fine-tuning or a
   frozen encoder with only the head trained.
@@ -73,6 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--class-weighting", action="store_true",
                         help="Inverse-frequency class weights in the SeqBERT loss (logits are prior-corrected before "
                         "any metric). Default off: unweighted, imbalance left to threshold-free metrics + calibration.")
+    parser.add_argument("--no-candidate-match", action="store_true",
+                        help="Item tasks: no candidate match embedding (finetune --no_candidate_match; the issue-5 "
+                        "encoding with the candidate as query token only, together with --no-candidate-popularity).")
+    parser.add_argument("--no-candidate-popularity", action="store_true",
+                        help="Item tasks: no candidate popularity input (finetune --no_candidate_popularity).")
+    parser.add_argument("--candidate-dropout", type=float, default=0.0,
+                        help="Item tasks: finetune --candidate_dropout (training candidates replaced by [UNK] with this "
+                        "probability).")
     parser.add_argument("--bootstrap-resamples", type=int, default=200, help="Bootstrap resamples for the 95 %% intervals.")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (set OMP_NUM_THREADS too). 1 by default: on a shared 2-core machine two "
@@ -132,6 +141,12 @@ def finetune_run(args, data_dir: Path, task: str, model: str, seed: int, pretrai
         options += ["--freeze_encoder", "--learning_rate", "1e-2"]
     if args.class_weighting:
         options += ["--class_weighting"]
+    if args.no_candidate_match:
+        options += ["--no_candidate_match"]
+    if args.no_candidate_popularity:
+        options += ["--no_candidate_popularity"]
+    if args.candidate_dropout:
+        options += ["--candidate_dropout", str(args.candidate_dropout)]
     summary = finetune.main(options)
     saved = np.load(output / "predictions.npz")
     return {
@@ -141,6 +156,7 @@ def finetune_run(args, data_dir: Path, task: str, model: str, seed: int, pretrai
         "steps": summary["global_step"],
         "best_step": summary["best_step"],
         "max_query_gap_seconds": summary["max_query_gap_seconds"],
+        "candidate_inputs": {**summary["candidate_inputs"], "candidate_dropout": summary["candidate_dropout"]},
     }
 
 
@@ -231,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
                     "temperature": result["temperature"], "calibrated": result["calibrated"],
                     "uncalibrated": result["uncalibrated"], "intervals": result["intervals"],
                     "train_seconds": run["train_seconds"], "steps": run["steps"], "best_step": run.get("best_step"),
-                    "max_query_gap_seconds": run.get("max_query_gap_seconds"),
+                    "max_query_gap_seconds": run.get("max_query_gap_seconds"), "candidate_inputs": run.get("candidate_inputs"),
                 }  # fmt: skip
                 print(json.dumps(line), flush=True)
                 lines.append(line)

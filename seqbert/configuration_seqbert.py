@@ -53,6 +53,9 @@ class SeqBertConfig(PretrainedConfig):
     num_negatives: int = 1024  # shared negatives per batch when loss_type == "sampled"
     num_item_categories: int = 0  # > 0: add a learned category (e.g. brand) embedding to every item, in and out
     classifier_dropout: float | None = None
+    # Item-candidate classification (click / item conversion), SeqBertForSequenceClassification only:
+    candidate_match: bool = False  # learned embedding of each event's match with the candidate (item / category)
+    candidate_popularity: bool = False  # log1p(candidate's events before the prediction time) x a learned vector
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):

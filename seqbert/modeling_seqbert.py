@@ -69,6 +69,17 @@ class MaskedBehaviorModelingOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
+# Candidate match types (``candidate_match_ids`` of SeqBertForSequenceClassification with config.candidate_match).
+CANDIDATE_MATCH_NONE = 0  # padding (and rows without a candidate): a zero embedding
+CANDIDATE_MATCH_OTHER = 1  # history event: another item, another (or no) category
+CANDIDATE_MATCH_CATEGORY = 2  # history event: another item of the candidate's category
+CANDIDATE_MATCH_ITEM = 3  # history event: the candidate item itself
+# The query token (the candidate) gets CANDIDATE_MATCH_ITEM + the strongest match among all of its row's
+# history events (4 = none, 5 = category, 6 = item), so the pooled position sees it without attention.
+NUM_CANDIDATE_MATCH_TYPES = 2 * CANDIDATE_MATCH_ITEM + 1
+_CANDIDATE_HINT = " (seqbert.training.finetune.predict_candidates builds every input from raw events)."
+
+
 def recency_position_ids(attention_mask: torch.Tensor, max_positions: int) -> torch.Tensor:
     """Position ids counting back from the last real token (0 = most recent), 0 on padding."""
     # (batch, length): number of real tokens at or after each position, minus one.
@@ -155,7 +166,10 @@ class SeqBertEmbeddings(nn.Module):
         behavior_ids: torch.Tensor,
         time_ids: torch.Tensor,
         attention_mask: torch.Tensor,
+        extra_embeddings: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``extra_embeddings`` (`(batch, length, hidden)`, *optional*): added to the sum before the LayerNorm
+        (task-specific inputs such as the classifier's candidate match embeddings)."""
         position_ids = recency_position_ids(attention_mask, self.max_positions)
         embeddings = (
             self.item_vectors(input_ids)
@@ -163,6 +177,8 @@ class SeqBertEmbeddings(nn.Module):
             + self.time_embeddings(time_ids)
             + self.position_embeddings(position_ids)
         )
+        if extra_embeddings is not None:
+            embeddings = embeddings + extra_embeddings
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -269,6 +285,7 @@ class SeqBertModel(SeqBertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        extra_embeddings: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, ...] | BaseModelOutput:
         if attention_mask is None:
@@ -280,7 +297,7 @@ class SeqBertModel(SeqBertPreTrainedModel):
         output_hidden_states = bool(output_hidden_states)
         return_dict = return_dict if return_dict is not None else True
 
-        hidden_states = self.embeddings(input_ids, behavior_ids, time_ids, attention_mask)
+        hidden_states = self.embeddings(input_ids, behavior_ids, time_ids, attention_mask, extra_embeddings)
         attention_bias = attention_allowed(attention_mask, causal=self.config.attention_type == "causal")
         all_hidden_states: tuple[torch.Tensor, ...] = (hidden_states,) if output_hidden_states else ()
         for layer in self.layers:
@@ -525,6 +542,17 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
     Pools the hidden state of the appended ``[MASK]`` ("what happens next") token, the same position
     pretraining learns to predict the next behavior from. Loads from a masked-behavior checkpoint:
     the encoder weights transfer, the head is freshly initialised.
+
+    Item-candidate tasks (click, item conversion) put the candidate item in place of the ``[MASK]`` and
+    may add candidate-aware inputs (each ``None`` unless its config flag is set, then required):
+
+    - ``config.candidate_match``: ``candidate_match_ids`` `(batch, length)`, one of
+      :data:`NUM_CANDIDATE_MATCH_TYPES` per token (see :data:`CANDIDATE_MATCH_ITEM`), embedded and added
+      to the token embeddings. A small encoder cannot learn "the candidate equals this history item" from
+      per-item embeddings on a few thousand rows (issue 5: chance-level click AUC); the match type is
+      computed exactly from the raw ids (so also for items outside the vocabulary) and handed over.
+    - ``config.candidate_popularity``: ``candidate_log_popularity`` `(batch,)`, ``log1p`` of the candidate's
+      event count before the prediction time, times a learned vector, added to the query token.
     """
 
     def __init__(self, config: SeqBertConfig):
@@ -534,7 +562,36 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        if config.candidate_match:
+            self.candidate_match_embeddings = nn.Embedding(
+                NUM_CANDIDATE_MATCH_TYPES, config.hidden_size, padding_idx=CANDIDATE_MATCH_NONE
+            )
+        if config.candidate_popularity:
+            self.candidate_popularity = nn.Linear(1, config.hidden_size, bias=False)
         self.post_init()
+
+    def candidate_embeddings(
+        self,
+        attention_mask: torch.Tensor,
+        candidate_match_ids: torch.Tensor | None,
+        candidate_log_popularity: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """`(batch, length, hidden)` candidate-aware input embeddings, or ``None`` without candidate inputs."""
+        extra = None
+        if hasattr(self, "candidate_match_embeddings"):
+            if candidate_match_ids is None:
+                raise ValueError(f"This model was fine-tuned with candidate_match: pass candidate_match_ids{_CANDIDATE_HINT}")
+            extra = self.candidate_match_embeddings(candidate_match_ids)
+        if hasattr(self, "candidate_popularity"):
+            if candidate_log_popularity is None:
+                raise ValueError(f"This model was fine-tuned with candidate_popularity: pass candidate_log_popularity{_CANDIDATE_HINT}")
+            # (batch, hidden) on the query token only: (batch, length, 1) one-hot of the last real position.
+            vector = self.candidate_popularity(candidate_log_popularity.to(self.candidate_popularity.weight.dtype)[:, None])
+            positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+            is_query = (positions[None, :] == last_token_index(attention_mask)[:, None]).unsqueeze(-1)
+            query = is_query.to(vector.dtype) * vector[:, None, :]
+            extra = query if extra is None else extra + query
+        return extra
 
     def forward(
         self,
@@ -545,14 +602,17 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        candidate_match_ids: torch.Tensor | None = None,
+        candidate_log_popularity: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, ...] | SequenceClassifierOutput:
         return_dict = return_dict if return_dict is not None else True
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         outputs = self.seqbert(
-            input_ids, behavior_ids, time_ids, attention_mask, output_hidden_states=output_hidden_states
-        )
+            input_ids, behavior_ids, time_ids, attention_mask, output_hidden_states=output_hidden_states,
+            extra_embeddings=self.candidate_embeddings(attention_mask, candidate_match_ids, candidate_log_popularity),
+        )  # fmt: skip
         hidden_states = outputs.last_hidden_state
         pooled = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
         logits = self.classifier(self.dropout(pooled))
@@ -582,6 +642,11 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
 
 
 __all__ = [
+    "CANDIDATE_MATCH_CATEGORY",
+    "CANDIDATE_MATCH_ITEM",
+    "CANDIDATE_MATCH_NONE",
+    "CANDIDATE_MATCH_OTHER",
+    "NUM_CANDIDATE_MATCH_TYPES",
     "MaskedBehaviorModelingOutput",
     "SeqBertForMaskedBehaviorModeling",
     "SeqBertForSequenceClassification",

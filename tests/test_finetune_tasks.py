@@ -60,16 +60,22 @@ def test_click_finetune_end_to_end(prepared, tmp_path):
 
     model = AutoModelForSequenceClassification.from_pretrained(output).eval()
     assert model.config.finetuning_task == "click"
+    assert model.config.candidate_match and model.config.candidate_popularity  # the item-task defaults, saved
+    assert summary["candidate_inputs"] == {"candidate_match": True, "candidate_popularity": True}
     tokenizer = BehaviorTokenizer.from_pretrained(output)
     predictions = np.load(output / "predictions.npz")
     data = PreparedData.load(prepared)
     labelled, _ = finetune.label_splits(data, None, "click")
     test = labelled["test"].select(range(8))
     histories = [
-        [{"item_id": i, "event_type": e, "timestamp": t} for i, e, t in zip(row["item_ids"], row["event_types"], row["timestamps"])]
+        [{"item_id": i, "event_type": e, "timestamp": t, "category": c}
+         for i, e, t, c in zip(row["item_ids"], row["event_types"], row["timestamps"], row["categories"])]
         for row in test
-    ]
-    probs = finetune.predict_candidates(model, tokenizer, histories, test["candidate_item_id"], test["cutoff"])
+    ]  # fmt: skip
+    probs = finetune.predict_candidates(
+        model, tokenizer, histories, test["candidate_item_id"], test["cutoff"],
+        candidate_categories=test["candidate_category"], candidate_events=test["candidate_events"],
+    )  # fmt: skip
     expected = torch.sigmoid(torch.as_tensor(predictions["test_logits"][:8])).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     np.testing.assert_array_equal(predictions["test_labels"][:8], test["label"])

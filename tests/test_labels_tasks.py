@@ -67,7 +67,7 @@ def input_view(dataset: Dataset) -> list[tuple]:
     """What a model may read of each row (everything but the label), in row order."""
     return [
         (row["user_id"], tuple(row["item_ids"]), tuple(row["event_types"]), tuple(row["timestamps"]),
-         row.get("candidate_item_id"), row.get("candidate_category"), row["cutoff"])
+         row.get("candidate_item_id"), row.get("candidate_category"), row.get("candidate_events"), row["cutoff"])
         for row in rows_of(dataset)
     ]  # fmt: skip
 
@@ -88,6 +88,8 @@ def test_item_conversion_matches_reference(seed):
         assert (tuple(row["item_ids"]), tuple(row["event_types"]), tuple(row["timestamps"])) == history(by_user[user])
         assert row["cutoff"] == CUTOFF and max(row["timestamps"], default=-1) < CUTOFF
         assert row["candidate_category"] == f"c{int(item[1:]) // 5}"
+        popularity = sum(i == item and t < CUTOFF for log_row in log for i, t in zip(log_row["item_ids"], log_row["timestamps"]))
+        assert row["candidate_events"] == popularity  # every user's events of the item before the cutoff
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -76,6 +76,34 @@ def item_statistics(sequences: Dataset, cutoff: int) -> dict[str, np.ndarray | p
     }
 
 
+def candidate_matches(rows: Dataset | pa.Table) -> dict[str, np.ndarray | None]:
+    """Which history events of each row equal its candidate: flat per-event arrays over the rows'
+    ``item_ids`` lists (raw ids, so items outside any vocabulary compare exactly).
+
+    Returns ``offsets`` (the list offsets), ``rows`` / ``positions`` (each event's row and position in it),
+    ``same_item`` (the event's item is the row's ``candidate_item_id``) and ``same_category`` (its category
+    is the row's ``candidate_category``; ``None`` without both category columns; a null never matches).
+    """
+    table = rows if isinstance(rows, pa.Table) else to_arrow(rows)
+    offsets = list_offsets(table.column("timestamps"))
+    element_rows, positions = element_positions(offsets)
+    take = pa.array(element_rows)
+
+    def equal(history: str, candidate: str) -> np.ndarray:
+        flat = pc.cast(table.column(history).combine_chunks().flatten(), pa.string())
+        wanted = pc.cast(table.column(candidate).combine_chunks(), pa.string()).take(take)
+        return pc.fill_null(pc.equal(flat, wanted), False).to_numpy(zero_copy_only=False)
+
+    has_categories = "categories" in table.column_names and "candidate_category" in table.column_names
+    return {
+        "offsets": offsets,
+        "rows": element_rows,
+        "positions": positions,
+        "same_item": equal("item_ids", "candidate_item_id"),
+        "same_category": equal("categories", "candidate_category") if has_categories else None,
+    }
+
+
 def candidate_features(rows: Dataset, statistics: dict[str, np.ndarray | pa.Array] | None = None) -> tuple[np.ndarray, list[str]]:
     """User-item pair and item features of rows with a ``candidate_item_id`` (item-conversion / click rows).
 
@@ -88,13 +116,11 @@ def candidate_features(rows: Dataset, statistics: dict[str, np.ndarray | pa.Arra
     ``(purchases + 1) / (events + 50)`` of the candidate before the cutoff.
     """
     table = to_arrow(rows)
-    offsets = list_offsets(table.column("timestamps"))
-    element_rows, positions = element_positions(offsets)
+    matches = candidate_matches(table)
+    offsets, element_rows, positions, same = matches["offsets"], matches["rows"], matches["positions"], matches["same_item"]
     n = table.num_rows
     lengths = np.diff(offsets)
     candidates = pc.cast(table.column("candidate_item_id").combine_chunks(), pa.string())
-    items = pc.cast(table.column("item_ids").combine_chunks().flatten(), pa.string())
-    same = pc.fill_null(pc.equal(items, candidates.take(pa.array(element_rows))), False).to_numpy(zero_copy_only=False)
     types = table.column("event_types").combine_chunks().flatten()
     timestamps = table.column("timestamps").combine_chunks().flatten().to_numpy()
     cutoff = table.column("cutoff").to_numpy().astype(np.float64)
@@ -115,11 +141,8 @@ def candidate_features(rows: Dataset, statistics: dict[str, np.ndarray | pa.Arra
         (seen & (last_position == lengths - 1)).astype(np.float64),
     ]
     names += ["log_seconds_since_pair", "pair_never_seen", "log_events_since_pair", "pair_is_last_item"]
-    if "categories" in table.column_names and "candidate_category" in table.column_names:
-        categories = pc.cast(table.column("categories").combine_chunks().flatten(), pa.string())
-        candidate_category = pc.cast(table.column("candidate_category").combine_chunks(), pa.string())
-        same_category = pc.equal(categories, candidate_category.take(pa.array(element_rows)))
-        same_category = pc.fill_null(same_category, False).to_numpy(zero_copy_only=False)
+    same_category = matches["same_category"]
+    if same_category is not None:
         in_category = np.bincount(element_rows[same_category], minlength=n).astype(np.float64)
         columns += [np.log1p(in_category), in_category / np.maximum(lengths, 1)]
         names += ["log_category_events", "category_share"]
@@ -157,4 +180,4 @@ def task_features(rows: Dataset, statistics: dict[str, np.ndarray | pa.Array] | 
     return np.concatenate(columns, axis=1).astype(np.float32), names
 
 
-__all__ = ["candidate_features", "item_statistics", "recency_frequency_features", "task_features"]
+__all__ = ["candidate_features", "candidate_matches", "item_statistics", "recency_frequency_features", "task_features"]

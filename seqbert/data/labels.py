@@ -76,19 +76,21 @@ def _is_type(types: pa.Array, event_types: str | tuple[str, ...] | list[str]) ->
     return pc.fill_null(pc.is_in(types, value_set=value_set), False).to_numpy(zero_copy_only=False)
 
 
-def _candidate_rows(
-    history: pa.Table, flat: dict, keys: np.ndarray, labels: np.ndarray, cutoff: int, item_category: np.ndarray | None
-) -> Dataset:
+def _candidate_rows(history: pa.Table, flat: dict, keys: np.ndarray, labels: np.ndarray, cutoff: int, before: np.ndarray) -> Dataset:
     """One output row per (user row, item code) key: the user's pre-cutoff history, the candidate item
-    (and its category, from the latest pre-cutoff event of that item by anyone), the label and the cutoff."""
+    (and its category, from the latest pre-cutoff event of that item by anyone), ``candidate_events``
+    (the candidate's event count before the cutoff, all users), the label and the cutoff."""
     num_items = flat["num_items"]
     rows, codes = keys // num_items, keys % num_items
     table = history.take(pa.array(rows))
     table = table.append_column("candidate_item_id", flat["dictionary"].take(pa.array(codes)))
+    item_category = _latest_category(flat, before)
     if item_category is not None:
         where = item_category[codes]
         take = pa.array(np.maximum(where, 0), mask=where < 0)  # null category: item unseen before the cutoff
         table = table.append_column("candidate_category", flat["categories"].take(take))
+    popularity = np.bincount(flat["codes"][before], minlength=num_items)
+    table = table.append_column("candidate_events", pa.array(popularity[codes].astype(np.int64)))
     table = table.append_column("label", pa.array(labels.astype(np.int64)))
     table = table.append_column("cutoff", pa.array(np.full(len(keys), cutoff, dtype=np.int64)))
     return from_arrow(table)
@@ -121,6 +123,7 @@ def item_conversion_labels(
     - ``item_ids``, ``event_types``, ``timestamps`` … : the user's events with ``timestamp < cutoff``
       (the same history for every candidate of that user);
     - ``candidate_item_id``: the item (and ``candidate_category`` when the events have categories);
+    - ``candidate_events``: the item's event count before the cutoff (all users; its popularity);
     - ``label``: 1 if the user has a ``positive_event`` of that item in ``[cutoff, cutoff + horizon_seconds)``;
     - ``cutoff``.
 
@@ -146,9 +149,7 @@ def item_conversion_labels(
     source = before & _is_type(flat["types"], source_events) & (counts >= min_history)[flat["rows"]]
     pairs = np.unique(keys[source])
     positives = np.unique(keys[in_window & _is_type(flat["types"], positive_event)])
-    return _candidate_rows(
-        history, flat, pairs, np.isin(pairs, positives), cutoff, _latest_category(flat, before)
-    )
+    return _candidate_rows(history, flat, pairs, np.isin(pairs, positives), cutoff, before)
 
 
 def click_candidate_labels(
@@ -178,7 +179,8 @@ def click_candidate_labels(
     - Users without a positive in the window get no rows (their GAUC would be undefined anyway).
 
     Columns: the history lists (events with ``timestamp < cutoff``), ``candidate_item_id``
-    (``candidate_category`` when the events have categories), ``label``, ``cutoff``. Rows are ordered
+    (``candidate_category`` when the events have categories), ``candidate_events`` (the candidate's
+    event count before the cutoff, all users), ``label``, ``cutoff``. Rows are ordered
     by user, then candidate item id.
     """
     if horizon_seconds <= 0:
@@ -224,7 +226,7 @@ def click_candidate_labels(
     keys = np.concatenate([positives, negatives])
     labels = np.concatenate([np.ones(len(positives), dtype=np.int64), np.zeros(len(negatives), dtype=np.int64)])
     order = np.argsort(keys, kind="stable")
-    return _candidate_rows(history, flat, keys[order], labels[order], cutoff, _latest_category(flat, before))
+    return _candidate_rows(history, flat, keys[order], labels[order], cutoff, before)
 
 
 __all__ = ["click_candidate_labels", "item_conversion_labels", "user_purchase_labels"]

@@ -206,6 +206,24 @@ class FinetuneArguments:
         default=True,
         metadata={"help": "Write predictions.npz (validation/test labels, logits and user ids) into output_dir."},
     )
+    candidate_match: bool = field(
+        default=True,
+        metadata={"help": "Item tasks: mark every history event that is the candidate item (or of its category) with a "
+                  "learned match embedding, computed from the raw ids, and give the query token the strongest match; "
+                  "--no_candidate_match: the candidate as query token only. Ignored for user-purchase."},
+    )
+    candidate_popularity: bool = field(
+        default=True,
+        metadata={"help": "Item tasks: add log1p(the candidate's event count before the cutoff, all users) x a learned "
+                  "vector to the query token (predict_candidates then needs candidate_events). Ignored for "
+                  "user-purchase."},
+    )
+    candidate_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Item tasks: probability that a training row's candidate token is replaced by [UNK] (items "
+                  "first seen after the vocabulary was built are [UNK] at later cutoffs; this trains that "
+                  "embedding). 0 = off."},
+    )
 
 
 __all__ = ["FinetuneArguments", "ModelArguments", "PretrainArguments", "TrainingArguments"]

@@ -20,6 +20,15 @@ encoder the candidate's input embedding is the tied item embedding the masked-be
 items with. :func:`encode_task_rows` builds these inputs for a labelled set and
 :func:`predict_candidates` for raw events.
 
+Candidate-aware inputs (item tasks, ``--candidate_match`` / ``--candidate_popularity``, on by default; saved
+in the model config and applied by :func:`predict_candidates`): a 1-layer encoder with per-item embeddings
+trained on a few thousand rows cannot learn "the candidate equals this history item" from random item
+vectors (issue 5: click ROC-AUC at chance while tabular user-item pair counts score 0.73). So every
+history token gets a learned embedding of its match with the candidate (same item / same category /
+other, from the raw ids, so unknown items match too), the query token the strongest match of the whole
+history, and ``log1p`` of the candidate's event count before the cutoff times a learned vector
+(:func:`encode_task_rows`, :class:`~seqbert.modeling_seqbert.SeqBertForSequenceClassification`).
+
 The query's time id is capped (``--cap_query_gap``, on by default) at the longest gap among the
 training rows: later cutoffs admit longer gaps than the training cutoff (on a log that starts shortly
 before it), and an uncapped gap bucket that fine-tuning never saw scored exactly the long-inactive rows
@@ -50,6 +59,7 @@ import logging
 import resource
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +72,10 @@ from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
 
 from ..baselines import LogisticRegressionBaseline
-from ..collators import DataCollatorWithLeftPadding
+from ..collators import DataCollatorWithLeftPadding, pad_left
 from ..configuration_seqbert import SeqBertConfig
 from ..data.arrow import from_arrow, list_offsets, to_arrow
-from ..data.features import item_statistics, task_features
+from ..data.features import candidate_matches, item_statistics, task_features
 from ..data.labels import click_candidate_labels, item_conversion_labels, user_purchase_labels
 from ..metrics.functional import (
     brier,
@@ -76,7 +86,12 @@ from ..metrics.functional import (
     probabilities_to_logits,
     roc_auc,
 )
-from ..modeling_seqbert import SeqBertForSequenceClassification
+from ..modeling_seqbert import (
+    CANDIDATE_MATCH_CATEGORY,
+    CANDIDATE_MATCH_ITEM,
+    CANDIDATE_MATCH_OTHER,
+    SeqBertForSequenceClassification,
+)
 from ..prepared import PreparedData, encode_for_classification
 from .arguments import FinetuneArguments, ModelArguments, TrainingArguments
 from .loop import make_accelerator, train
@@ -217,27 +232,120 @@ def cap_query_gaps(rows: Dataset, max_query_gap: int | None) -> Dataset:
     return from_arrow(table.set_column(index, "cutoff", pa.array(query, type=table.schema.field(index).type)))
 
 
-def encode_task_rows(rows: Dataset, tokenizer, max_length: int, max_query_gap: int | None = None) -> Dataset:
+def candidate_match_ids(rows: Dataset, max_length: int) -> pa.ListArray:
+    """Candidate match type of every token :func:`encode_task_rows` produces for ``rows`` (same truncation:
+    the last ``max_length - 1`` history events, then the query token).
+
+    History event: ``CANDIDATE_MATCH_ITEM`` if its item is the row's ``candidate_item_id``, else
+    ``CANDIDATE_MATCH_CATEGORY`` if its category is ``candidate_category``, else ``CANDIDATE_MATCH_OTHER``.
+    Query token: ``CANDIDATE_MATCH_ITEM`` + the strongest type among *all* the row's history events
+    (also those truncated away), so the pooled position knows "seen before" directly. Raw ids are compared,
+    so candidates outside the vocabulary (``[UNK]`` / hash tokens) match exactly too.
+    """
+    matches = candidate_matches(rows)
+    offsets, element_rows, positions = matches["offsets"], matches["rows"], matches["positions"]
+    match = np.full(len(element_rows), CANDIDATE_MATCH_OTHER, dtype=np.int64)
+    if matches["same_category"] is not None:
+        match[matches["same_category"]] = CANDIDATE_MATCH_CATEGORY
+    match[matches["same_item"]] = CANDIDATE_MATCH_ITEM
+    lengths = np.diff(offsets)
+    strongest = np.full(len(lengths), CANDIDATE_MATCH_OTHER, dtype=np.int64)
+    np.maximum.at(strongest, element_rows, match)
+    # Left truncation as in BehaviorTokenizer.encode_sequences: keep each row's last `keep` events.
+    kept = np.minimum(lengths, max_length - 1)
+    dropped = lengths - kept
+    out_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(kept + 1, out=out_offsets[1:])
+    keep = positions >= dropped[element_rows]
+    values = np.empty(out_offsets[-1], dtype=np.int64)
+    values[out_offsets[:-1][element_rows[keep]] + positions[keep] - dropped[element_rows[keep]]] = match[keep]
+    values[out_offsets[1:] - 1] = CANDIDATE_MATCH_ITEM + strongest
+    return pa.ListArray.from_arrays(pa.array(out_offsets.astype(np.int32)), pa.array(values))
+
+
+def encode_task_rows(
+    rows: Dataset,
+    tokenizer,
+    max_length: int,
+    max_query_gap: int | None = None,
+    *,
+    candidate_match: bool = False,
+    candidate_popularity: bool = False,
+) -> Dataset:
     """Model inputs of labelled task rows: history + query token (``[MASK]``, or the candidate item for
     rows with a ``candidate_item_id``), the query's time id = gap from the last event to the cutoff,
-    capped at ``max_query_gap`` seconds when given (see :func:`cap_query_gaps`)."""
+    capped at ``max_query_gap`` seconds when given (see :func:`cap_query_gaps`).
+
+    Candidate rows may also get the candidate-aware inputs of
+    :class:`~seqbert.modeling_seqbert.SeqBertForSequenceClassification`: ``candidate_match_ids`` (one per
+    token, :func:`candidate_match_ids`) with ``candidate_match``, ``candidate_log_popularity``
+    (``log1p(candidate_events)``, the candidate's event count before the cutoff) with ``candidate_popularity``.
+    """
     encoded = encode_for_classification(cap_query_gaps(rows, max_query_gap), tokenizer, max_length)
     if "candidate_item_id" not in rows.column_names:
         return encoded
     candidates = tokenizer.item_token_ids(to_arrow(rows).column("candidate_item_id").combine_chunks())
-    return replace_query_items(encoded, candidates)
+    encoded = replace_query_items(encoded, candidates)
+    if candidate_match:
+        encoded = from_arrow(to_arrow(encoded).append_column("candidate_match_ids", candidate_match_ids(rows, max_length)))
+    if candidate_popularity:
+        if "candidate_events" not in rows.column_names:
+            raise ValueError("candidate_popularity needs a `candidate_events` column (see seqbert.data.labels).")
+        events = to_arrow(rows).column("candidate_events").to_numpy().astype(np.float64)
+        popularity = pa.array(np.log1p(np.maximum(events, 0.0)).astype(np.float32))
+        encoded = from_arrow(to_arrow(encoded).append_column("candidate_log_popularity", popularity))
+    return encoded
+
+
+CANDIDATE_INPUTS = ("candidate_match_ids", "candidate_log_popularity")
+
+
+@dataclass
+class DataCollatorForCandidates(DataCollatorWithLeftPadding):
+    """:class:`~seqbert.collators.DataCollatorWithLeftPadding` that also left-pads ``candidate_match_ids``
+    (0 = padding) and stacks ``candidate_log_popularity`` when the rows have them.
+
+    With ``candidate_dropout`` > 0 (training only), each row's query token (the candidate, last column
+    under left padding) becomes ``unk_token_id`` with that probability: candidates unseen by the
+    vocabulary are ``[UNK]`` at later cutoffs, and this trains that embedding and the reliance on the
+    candidate-aware inputs instead of the candidate's own embedding.
+    """
+
+    scalar_fields: tuple[str, ...] = ("labels", "candidate_log_popularity")
+    candidate_dropout: float = 0.0
+    unk_token_id: int | None = None
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        if "candidate_match_ids" in features[0]:
+            batch["candidate_match_ids"] = pad_left([f["candidate_match_ids"] for f in features], batch["input_ids"].shape[1])
+        if self.candidate_dropout > 0:
+            if self.unk_token_id is None:
+                raise ValueError("candidate_dropout needs unk_token_id.")
+            drop = torch.rand(batch["input_ids"].shape[0]) < self.candidate_dropout
+            batch["input_ids"][drop, -1] = self.unk_token_id
+        return batch
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The classifier's keyword inputs in a collated batch (id streams, mask, candidate inputs; no labels)."""
+    names = ("input_ids", "behavior_ids", "time_ids", "attention_mask", *CANDIDATE_INPUTS)
+    return {name: batch[name] for name in names if name in batch}
 
 
 def encode_splits(
-    labelled: Mapping[str, Dataset], tokenizer, max_length: int, cap_query_gap: bool = True
+    labelled: Mapping[str, Dataset], tokenizer, max_length: int, cap_query_gap: bool = True, **candidate_inputs: bool
 ) -> tuple[dict[str, Dataset], int | None]:
     """Encode every labelled split; with ``cap_query_gap`` the query gap of every split is capped at the
     longest gap among the training rows, so validation / test never carry a query time id that
-    fine-tuning did not see. Returns the encoded splits and the cap (``None`` without one)."""
+    fine-tuning did not see. ``candidate_inputs``: ``candidate_match`` / ``candidate_popularity`` of
+    :func:`encode_task_rows`. Returns the encoded splits and the cap (``None`` without one)."""
     max_query_gap = None
     if cap_query_gap and "train" in labelled and labelled["train"].num_rows:
         max_query_gap = int(query_gaps(labelled["train"]).max())
-    encoded = {name: encode_task_rows(rows, tokenizer, max_length, max_query_gap) for name, rows in labelled.items()}
+    encoded = {
+        name: encode_task_rows(rows, tokenizer, max_length, max_query_gap, **candidate_inputs) for name, rows in labelled.items()
+    }
     return encoded, max_query_gap
 
 
@@ -251,6 +359,36 @@ def task_feature_sets(data: PreparedData, labelled: Mapping[str, Dataset]) -> di
     return features
 
 
+def candidate_rows_from_events(
+    histories: Sequence[Sequence[Mapping[str, Any]]],
+    candidates: Sequence[str],
+    query_timestamps: Sequence[int],
+    candidate_categories: Sequence[str | None] | None = None,
+    candidate_events: Sequence[int] | None = None,
+) -> Dataset:
+    """Raw event lists + candidates as labelled-row columns (what :mod:`seqbert.data.labels` writes, label 0),
+    so :func:`encode_task_rows` encodes them exactly as the fine-tuning rows. Events are sorted by timestamp
+    (stable); with ``candidate_categories`` the events' ``category`` values are read too."""
+    ordered = [sorted(history, key=lambda event: int(event["timestamp"])) for history in histories]
+    strings = pa.list_(pa.string())
+    columns = {
+        "item_ids": pa.array([[str(event["item_id"]) for event in history] for history in ordered], strings),
+        "event_types": pa.array([[str(event["event_type"]) for event in history] for history in ordered], strings),
+        "timestamps": pa.array([[int(event["timestamp"]) for event in history] for history in ordered], pa.list_(pa.int64())),
+        "candidate_item_id": pa.array([str(candidate) for candidate in candidates], pa.string()),
+    }
+    if candidate_categories is not None:
+        columns["categories"] = pa.array(
+            [[None if event.get("category") is None else str(event["category"]) for event in history] for history in ordered], strings
+        )
+        columns["candidate_category"] = pa.array([None if c is None else str(c) for c in candidate_categories], pa.string())
+    if candidate_events is not None:
+        columns["candidate_events"] = pa.array([int(count) for count in candidate_events], pa.int64())
+    columns["label"] = pa.array(np.zeros(len(ordered), dtype=np.int64))
+    columns["cutoff"] = pa.array([int(query) for query in query_timestamps], pa.int64())
+    return from_arrow(pa.table(columns))
+
+
 @torch.no_grad()
 def predict_candidates(
     model: SeqBertForSequenceClassification,
@@ -259,19 +397,29 @@ def predict_candidates(
     candidates: Sequence[str],
     query_timestamps: Sequence[int] | None = None,
     *,
+    candidate_categories: Sequence[str | None] | None = None,
+    candidate_events: Sequence[int] | None = None,
     max_length: int | None = None,
 ) -> np.ndarray:
     """Probabilities that each user converts on / interacts with a candidate item (item-conversion / click models).
+
+    The rows go through the fine-tuning encoding (:func:`encode_task_rows`) with the model's saved
+    options: the query-gap cap (``config.max_query_gap_seconds``) and the candidate-aware inputs
+    (``config.candidate_match`` / ``config.candidate_popularity``).
 
     Args:
         model: a fine-tuned folder loaded with ``SeqBertForSequenceClassification.from_pretrained`` (or
             ``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)``).
         tokenizer: ``BehaviorTokenizer.from_pretrained(folder)``.
-        histories: one list of raw events per row (dicts with ``item_id``, ``event_type``, ``timestamp``;
-            any order), all strictly before the prediction time.
+        histories: one list of raw events per row (dicts with ``item_id``, ``event_type``, ``timestamp``
+            and, when the data had categories, ``category``; any order), all strictly before the prediction time.
         candidates: one external item id per row.
         query_timestamps: the prediction time per row (the label cutoff in training); defaults to each
             history's last timestamp.
+        candidate_categories: the candidate's category per row, when the model was fine-tuned on data with
+            categories (events of the same category then count as category matches).
+        candidate_events: the candidate's event count (all users) before the prediction time per row;
+            required by a model with ``config.candidate_popularity``.
 
     Returns:
         ``(n,)`` probabilities of the positive label.
@@ -280,44 +428,43 @@ def predict_candidates(
 
         model = SeqBertForSequenceClassification.from_pretrained("runs/click").eval()
         tokenizer = BehaviorTokenizer.from_pretrained("runs/click")
-        predict_candidates(model, tokenizer, [events], ["i00042"], [1_700_086_400])
+        predict_candidates(model, tokenizer, [events], ["i00042"], [1_700_086_400], candidate_events=[17])
     """
     if len(histories) != len(candidates):
         raise ValueError(f"{len(histories)} histories but {len(candidates)} candidates.")
+    config = model.config
+    if config.candidate_popularity and candidate_events is None:
+        raise ValueError("This model was fine-tuned with candidate popularity: pass candidate_events (each "
+                         "candidate's event count, all users, before the prediction time).")  # fmt: skip
     if query_timestamps is None:
         query_timestamps = [max(int(event["timestamp"]) for event in history) if history else 0 for history in histories]
-    max_length = max_length or int(model.config.max_position_embeddings)
-    max_query_gap = getattr(model.config, "max_query_gap_seconds", None)
-    if max_query_gap is not None:  # the cap fine-tuning applied (see cap_query_gaps)
-        query_timestamps = [
-            min(int(query), max(int(event["timestamp"]) for event in history) + int(max_query_gap)) if history else int(query)
-            for history, query in zip(histories, query_timestamps)
-        ]
-    inputs = tokenizer(
-        [list(history) for history in histories], append_mask=True, query_timestamps=list(query_timestamps),
-        max_length=max_length, padding=True, return_tensors="pt",
+    rows = candidate_rows_from_events(histories, candidates, query_timestamps, candidate_categories, candidate_events)
+    encoded = encode_task_rows(
+        rows, tokenizer, max_length or int(config.max_position_embeddings), getattr(config, "max_query_gap_seconds", None),
+        candidate_match=config.candidate_match, candidate_popularity=config.candidate_popularity,
     )  # fmt: skip
+    batch = DataCollatorForCandidates(pad_to_multiple_of=None)(encoded.to_list())
     device = next(model.parameters()).device
-    inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
-    inputs["input_ids"][:, -1] = torch.as_tensor(tokenizer.item_token_ids([str(c) for c in candidates]), device=device)
-    logits = model(**inputs).logits.float()
+    logits = model(**{name: tensor.to(device) for name, tensor in model_inputs(batch).items()}).logits.float()
     return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy().astype(np.float64)
 
 
-def build_model(args: FinetuneArguments, model_args: ModelArguments, tokenizer, max_length: int, labels=LABELS):
+def build_model(
+    args: FinetuneArguments, model_args: ModelArguments, tokenizer, max_length: int, labels=LABELS, **candidate_inputs: bool
+) -> SeqBertForSequenceClassification:
+    """The classifier, from ``args.model_name_or_path`` or from scratch. ``candidate_inputs``
+    (``candidate_match`` / ``candidate_popularity``) go into its config; parameters a pretrained
+    checkpoint lacks (the head, candidate embeddings) are freshly initialised."""
+    label_options = {"num_labels": 2, "id2label": labels, "label2id": {v: k for k, v in labels.items()}, **candidate_inputs}
     if args.model_name_or_path:
-        return SeqBertForSequenceClassification.from_pretrained(
-            args.model_name_or_path, num_labels=2, id2label=labels, label2id={v: k for k, v in labels.items()}
-        )
+        return SeqBertForSequenceClassification.from_pretrained(args.model_name_or_path, **label_options)
     config = SeqBertConfig(
         vocab_size=tokenizer.vocab_size,
         num_special_tokens=tokenizer.num_special_tokens,
         num_behaviors=tokenizer.num_behaviors,
         num_time_buckets=tokenizer.num_time_buckets,
         max_position_embeddings=max_length,
-        num_labels=2,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
+        **label_options,
         **vars(model_args),
     )
     return SeqBertForSequenceClassification(config)
@@ -354,14 +501,19 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("task %s, label counts %s, cutoffs %s", ft_args.task, counts, cutoffs)
     if counts["train"]["examples"] == 0 or counts["validation"]["examples"] == 0:
         raise ValueError(f"Task {ft_args.task!r} has no training or validation rows at these cutoffs: {counts}.")
+    item_task = ft_args.task in ITEM_TASKS
+    candidate_inputs = {
+        "candidate_match": ft_args.candidate_match and item_task,
+        "candidate_popularity": ft_args.candidate_popularity and item_task,
+    }
     with accelerator.main_process_first():
-        encoded, max_query_gap = encode_splits(labelled, tokenizer, args.max_length, ft_args.cap_query_gap)
+        encoded, max_query_gap = encode_splits(labelled, tokenizer, args.max_length, ft_args.cap_query_gap, **candidate_inputs)
     if max_query_gap is not None:
         capped = {name: int((query_gaps(rows) > max_query_gap).sum()) for name, rows in labelled.items()}
         logger.info("query gap capped at %d s (longest training gap); rows capped per split: %s", max_query_gap, capped)
 
     task_labels = TASK_LABELS[ft_args.task]
-    model = build_model(ft_args, model_args, tokenizer, args.max_length, task_labels)
+    model = build_model(ft_args, model_args, tokenizer, args.max_length, task_labels, **candidate_inputs)
     model.config.finetuning_task = ft_args.task
     model.config.max_query_gap_seconds = max_query_gap  # predict_candidates applies the same cap
     if ft_args.freeze_encoder:
@@ -374,8 +526,11 @@ def main(argv: list[str] | None = None) -> dict:
     # Weighting shifts the optimal logit by log(w1 / w0); subtract it so probabilities keep the real prior.
     prior_shift = float(torch.log(class_weights[1] / class_weights[0])) if class_weights is not None else 0.0
 
-    collator = DataCollatorWithLeftPadding()
-    train_loader = DataLoader(encoded["train"], batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator)
+    collator = DataCollatorForCandidates()
+    train_collator = DataCollatorForCandidates(
+        candidate_dropout=ft_args.candidate_dropout if item_task else 0.0, unk_token_id=tokenizer.unk_token_id
+    )
+    train_loader = DataLoader(encoded["train"], batch_size=args.per_device_batch_size, shuffle=True, collate_fn=train_collator)
     eval_loaders = {
         name: accelerator.prepare(DataLoader(encoded[name], batch_size=args.eval_batch_size, collate_fn=collator))
         for name in ("validation", "test")
@@ -387,7 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
         logits, labels = [], []
         for batch in eval_loaders[split]:
             with accelerator.autocast():
-                out = model(batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]).logits
+                out = model(**model_inputs(batch)).logits
             out = out.float()
             batch_logits, batch_labels = accelerator.gather_for_metrics((out[:, 1] - out[:, 0] - prior_shift, batch["labels"]))
             logits.append(batch_logits.cpu())
@@ -399,7 +554,7 @@ def main(argv: list[str] | None = None) -> dict:
         return labels, 1.0 / (1.0 + np.exp(-logits))
 
     def loss_fn(model, batch):
-        logits = model(batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"]).logits
+        logits = model(**model_inputs(batch)).logits
         weight = class_weights.to(logits.device) if class_weights is not None else None
         return F.cross_entropy(logits.float(), batch["labels"], weight=weight), {}
 
@@ -453,6 +608,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "query_token": "candidate item" if ft_args.task in ITEM_TASKS else "[MASK]",
         "max_query_gap_seconds": max_query_gap,
+        "candidate_inputs": candidate_inputs,
+        "candidate_dropout": train_collator.candidate_dropout,
         "cutoffs": cutoffs,
         "label_counts": counts,
         "class_weights": class_weights.tolist() if class_weights is not None else None,
@@ -477,7 +634,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f'model = SeqBertForSequenceClassification.from_pretrained("{Path(args.output_dir).name}").eval()\n'
                 f'tokenizer = BehaviorTokenizer.from_pretrained("{Path(args.output_dir).name}")\n'
                 'events = [{"item_id": "42", "event_type": "view", "timestamp": 1_700_000_000}]\n'
-                'print(predict_candidates(model, tokenizer, [events], ["42"], [1_700_000_600]))'
+                'print(predict_candidates(model, tokenizer, [events], ["42"], [1_700_000_600]'
+                + (", candidate_events=[17]" if candidate_inputs["candidate_popularity"] else "")
+                + "))"
             )
         write_model_folder(
             accelerator, model, tokenizer, args=args, data=data, summary=summary, kind="classifier",
@@ -502,14 +661,19 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 __all__ = [
+    "CANDIDATE_INPUTS",
+    "DataCollatorForCandidates",
     "ITEM_TASKS",
     "TASKS",
     "build_task_rows",
+    "candidate_match_ids",
+    "candidate_rows_from_events",
     "cap_query_gaps",
     "encode_splits",
     "encode_task_rows",
     "label_splits",
     "main",
+    "model_inputs",
     "predict_candidates",
     "query_gaps",
     "task_cutoffs",
