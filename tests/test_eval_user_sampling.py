@@ -12,12 +12,12 @@ from torch.utils.data import DataLoader
 from seqbert import SeqBertForMaskedBehaviorModeling
 from seqbert.baselines import fit_next_item_baselines
 from seqbert.collators import DataCollatorWithLeftPadding
-from seqbert.data.synthetic import SyntheticConfig, generate_events, write_events
 from seqbert.evaluation import evaluate_scorer, model_scorer, sample_users
-from seqbert.prepare import PrepareOptions, prepare_file
 from seqbert.prepared import PreparedData, encode_for_next_item
 from seqbert.training import pretrain
 from seqbert.training.loop import read_log
+
+from .synthetic_prepared import prepare_synthetic_temporal
 
 TINY = ["--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "24"]
 
@@ -38,11 +38,7 @@ def test_sample_is_seeded_sorted_and_without_replacement():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("user_sampling")
-    events = write_events(generate_events(SyntheticConfig(num_users=300, num_items=80, seed=11)), folder / "events.parquet")
-    options = PrepareOptions(split="temporal", max_length=16, min_user_events=1, validation_fraction=0.2, test_fraction=0.2)
-    prepare_file(events, options, output_dir=folder / "prepared")
-    return folder / "prepared"
+    return prepare_synthetic_temporal(tmp_path_factory.mktemp("user_sampling"), num_users=300, seed=11)
 
 
 def test_pretraining_validates_on_a_labelled_user_sample(prepared, tmp_path):

@@ -9,21 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from seqbert.data.synthetic import SyntheticConfig, generate_events, write_events
-from seqbert.prepare import PrepareOptions, prepare_file
 from seqbert.prepared import PreparedData
 from seqbert.training import finetune
+
+from .synthetic_prepared import prepare_synthetic_temporal
 
 TINY = ["--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "24"]
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tasks")
-    events = write_events(generate_events(SyntheticConfig(num_users=200, num_items=80, seed=5)), folder / "events.parquet")
-    options = PrepareOptions(split="temporal", max_length=16, min_user_events=1, validation_fraction=0.2, test_fraction=0.2)
-    prepare_file(events, options, output_dir=folder / "prepared")
-    return folder / "prepared"
+    return prepare_synthetic_temporal(tmp_path_factory.mktemp("tasks"), num_users=200, seed=5)
 
 
 def test_candidate_is_the_query_token(prepared):
