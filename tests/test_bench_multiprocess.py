@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,13 @@ import pytest
 from seqbert.data.synthetic import SyntheticConfig, generate_events, write_events
 from seqbert.prepare import PrepareOptions, prepare_file
 
+from .script_modules import load_script
+
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_multiprocess.py"
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_multiprocess", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_multiprocess")
 
 
 def test_compares_one_and_two_processes_at_the_same_effective_batch(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,14 +10,12 @@ import pytest
 from seqbert.cli import main
 from seqbert.prepared import PreparedData
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_speed.py"
+from .script_modules import load_script
+
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_speed")
 
 
 SEQUENCES = {"1": ["a", "b", "c", "d"], "2": ["b", "c", "e"], "3": ["e", "a", "b", "c", "d", "f"]}
