@@ -13,7 +13,6 @@ from seqbert.prepared import PreparedData
 from .script_modules import load_script
 
 
-
 def load_bench():
     return load_script("bench_speed")
 
