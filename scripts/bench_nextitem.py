@@ -140,11 +140,12 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
     from seqbert.evaluation import collect_rank_variants, model_scorer, popularity_negatives, ranking_intervals
     from seqbert.metrics.functional import ranking_metrics
     from seqbert.prepared import PreparedData, encode_for_next_item, encode_for_pretraining
+    from seqbert.training.sampling import sorted_by_length
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = PreparedData.load(data_dir)
     tokenizer = data.tokenizer
-    test_rows = encode_for_next_item(data.splits["test"], tokenizer, args.max_length)
+    test_rows = sorted_by_length(encode_for_next_item(data.splits["test"], tokenizer, args.max_length))  # less padding
     loader = DataLoader(test_rows, batch_size=1024, collate_fn=DataCollatorWithLeftPadding())
     batches = [{k: v.to(device) for k, v in batch.items()} for batch in loader]
     num_items = tokenizer.vocab_size - tokenizer.num_special_tokens

@@ -253,6 +253,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     from .modeling_seqbert import SeqBertForMaskedBehaviorModeling
     from .prepared import PreparedData, encode_for_next_item
     from .tokenization_seqbert import BehaviorTokenizer
+    from .training.sampling import sorted_by_length
 
     data = PreparedData.load(args.data_dir)
     model = SeqBertForMaskedBehaviorModeling.from_pretrained(args.model_dir).eval()
@@ -260,7 +261,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     if tokenizer.items != data.tokenizer.items:
         raise SystemExit(f"{args.model_dir} was trained with a different item vocabulary than {args.data_dir}.")
     max_length = args.max_length or model.config.max_position_embeddings
-    rows = encode_for_next_item(data.splits[args.split], tokenizer, max_length)
+    rows = sorted_by_length(encode_for_next_item(data.splits[args.split], tokenizer, max_length))  # less padding
     loader = DataLoader(rows, batch_size=args.batch_size, collate_fn=DataCollatorWithLeftPadding())
     scorers = {"seqbert": model_scorer(model), **fit_next_item_baselines(data.splits["train"], tokenizer)}
     results = {

@@ -96,6 +96,7 @@ from ..prepared import PreparedData, encode_for_classification
 from .arguments import FinetuneArguments, ModelArguments, TrainingArguments
 from .loop import make_accelerator, train
 from .outputs import write_model_folder
+from .sampling import training_dataloader
 
 logger = logging.getLogger(__name__)
 TASKS = ("user-purchase", "item-conversion", "click")
@@ -530,7 +531,10 @@ def main(argv: list[str] | None = None) -> dict:
     train_collator = DataCollatorForCandidates(
         candidate_dropout=ft_args.candidate_dropout if item_task else 0.0, unk_token_id=tokenizer.unk_token_id
     )
-    train_loader = DataLoader(encoded["train"], batch_size=args.per_device_batch_size, shuffle=True, collate_fn=train_collator)
+    train_loader = training_dataloader(
+        encoded["train"], batch_size=args.per_device_batch_size, collate_fn=train_collator, seed=args.seed,
+        group_by_length=ft_args.group_by_length, num_workers=args.num_workers,
+    )  # fmt: skip
     eval_loaders = {
         name: accelerator.prepare(DataLoader(encoded[name], batch_size=args.eval_batch_size, collate_fn=collator))
         for name in ("validation", "test")

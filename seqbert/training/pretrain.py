@@ -36,6 +36,7 @@ from ..prepared import PreparedData, encode_for_next_item, encode_for_pretrainin
 from .arguments import ModelArguments, PretrainArguments, TrainingArguments
 from .loop import TrainingState, make_accelerator, train
 from .outputs import write_model_folder
+from .sampling import sorted_by_length, training_dataloader
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("%s: %s", key, value)
     with accelerator.main_process_first():
         train_rows = encode_for_pretraining(data.splits["train"], tokenizer, args.max_length)
-        eval_rows = {name: encode_for_next_item(split, tokenizer, args.max_length) for name, split in eval_splits.items()}
+        # Sorted by length: evaluation batches then pad little (the metrics are means over users).
+        eval_rows = {
+            name: sorted_by_length(encode_for_next_item(split, tokenizer, args.max_length)) for name, split in eval_splits.items()
+        }
         baselines = fit_next_item_baselines(data.splits["train"], tokenizer)
 
     model = build_model(tokenizer, model_args, pre_args, args.max_length, train=data.splits["train"])
@@ -186,9 +190,10 @@ def main(argv: list[str] | None = None) -> dict:
     if model.config.loss_type == "sampled" and pre_args.negative_sampling_power:
         model.set_negative_proposal(training_item_counts(train_rows, tokenizer), pre_args.negative_sampling_power)
     collator = make_collator(tokenizer, pre_args, args.seed)
-    train_loader = DataLoader(
-        train_rows, batch_size=args.per_device_batch_size, shuffle=True, collate_fn=collator, num_workers=args.num_workers
-    )
+    train_loader = training_dataloader(
+        train_rows, batch_size=args.per_device_batch_size, collate_fn=collator, seed=args.seed,
+        group_by_length=pre_args.group_by_length, num_workers=args.num_workers,
+    )  # fmt: skip
     eval_loaders = {
         name: accelerator.prepare(DataLoader(rows, batch_size=args.eval_batch_size, collate_fn=DataCollatorWithLeftPadding()))
         for name, rows in eval_rows.items()
