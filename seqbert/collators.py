@@ -86,8 +86,8 @@ class DataCollatorForMaskedBehaviorModeling:
             raise ValueError(f"mask_prob must be in (0, 1], got {self.mask_prob}.")
         if not 0.0 <= self.last_item_mask_prob <= 1.0:
             raise ValueError(f"last_item_mask_prob must be in [0, 1], got {self.last_item_mask_prob}.")
-        if sum(self.replace_ratios) > 1.0:
-            raise ValueError(f"replace_ratios {self.replace_ratios} sum to more than 1.")
+        if min(self.replace_ratios) < 0.0 or sum(self.replace_ratios) > 1.0:
+            raise ValueError(f"replace_ratios {self.replace_ratios} must be non-negative and sum to at most 1.")
 
     def state_dict(self) -> dict:
         """Generator state, so ``accelerator.register_for_checkpointing(collator)`` resumes masks exactly."""

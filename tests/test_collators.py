@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -227,6 +229,17 @@ def test_custom_replace_ratios_all_mask():
     assert (batch["input_ids"][selected] == MASK_ID).all()
 
 
+@pytest.mark.parametrize("ratio", [1.0, 0.6])
+def test_pretrain_mask_token_ratio_reaches_the_collator(ratio):
+    """--mask_token_ratio r: [MASK] with probability r, the rest split evenly between random and unchanged."""
+    from seqbert.training.arguments import PretrainArguments
+    from seqbert.training.pretrain import make_collator
+
+    tokenizer = SimpleNamespace(num_special_tokens=NUM_SPECIAL, vocab_size=VOCAB, mask_token_id=MASK_ID)
+    coll = make_collator(tokenizer, PretrainArguments(mask_token_ratio=ratio), seed=0)
+    assert coll.replace_ratios == pytest.approx((ratio, (1 - ratio) / 2))
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -235,6 +248,7 @@ def test_custom_replace_ratios_all_mask():
         {"last_item_mask_prob": -0.1},
         {"last_item_mask_prob": 1.1},
         {"replace_ratios": (0.9, 0.2)},
+        {"replace_ratios": (-0.1, 0.5)},
     ],
 )
 def test_invalid_arguments(kwargs):

@@ -107,6 +107,12 @@ class PretrainArguments:
     last_item_mask_prob: float = field(
         default=0.1, metadata={"help": "Probability a sequence masks only its last item (next-item mode)."}
     )
+    mask_token_ratio: float = field(
+        default=0.8,
+        metadata={"help": "Share of the selected items replaced by [MASK]; the rest are split evenly between a random "
+                  "item and the unchanged item (BERT: 0.8). 1.0 masks every selected item, as BERT4Rec's Cloze task "
+                  "does, so training always predicts at [MASK] like next-item inference (an appended [MASK])."},
+    )
     attention_type: str = field(
         default="bidirectional",
         metadata={"help": "bidirectional: BERT-style Cloze (masked-behavior) training. causal: the same encoder "
