@@ -48,6 +48,18 @@ def pad_streams(features: Sequence[Mapping[str, Sequence[int]]], pad_to_multiple
     return batch
 
 
+def random_prefixes(
+    features: Sequence[Mapping[str, Sequence[int]]], cut_rows: np.ndarray, draws: np.ndarray
+) -> list[Mapping[str, Sequence[int]]]:
+    """``features`` with each ``cut_rows`` row's id streams cut after event ``1 + floor(draw * length)``
+    (uniform over the row's events); other rows unchanged."""
+    out = list(features)
+    for row in np.flatnonzero(cut_rows):
+        keep = 1 + int(draws[row] * len(features[row]["input_ids"]))
+        out[row] = {name: features[row][name][:keep] for name in ID_STREAMS}
+    return out
+
+
 @dataclass
 class DataCollatorForMaskedBehaviorModeling:
     """Cloze masking over behavior tokens (BERT4Rec), with next-item-style last-position masking.
@@ -57,7 +69,10 @@ class DataCollatorForMaskedBehaviorModeling:
     selected, which is exactly the next-item inference setting. Selected positions become
     ``[MASK]`` 80 % of the time, a random item 10 %, unchanged 10 % (``replace_ratios``); their
     event type and time gap are always hidden (mask ids) so labels cannot leak through them.
-    Labels are the original ids at selected positions and -100 elsewhere.
+    Labels are the original ids at selected positions and -100 elsewhere. With
+    ``next_item_prefixes``, a next-item row is first cut after a uniformly random event, so its target
+    is any event of the row seen with only its past (the prefixes a left-to-right model trains on),
+    not always the most recent one.
 
     Args:
         num_special_tokens: ids below this are special and never selected or sampled.
@@ -76,6 +91,7 @@ class DataCollatorForMaskedBehaviorModeling:
     mask_prob: float = 0.2
     last_item_mask_prob: float = 0.1
     replace_ratios: tuple[float, float] = (0.8, 0.1)
+    next_item_prefixes: bool = False
     pad_to_multiple_of: int | None = 8
     generator: torch.Generator | None = None
     seed: int | None = None
@@ -119,6 +135,10 @@ class DataCollatorForMaskedBehaviorModeling:
             self.generator = stream
 
     def _mask(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        next_item_rows = None
+        if self.next_item_prefixes:
+            next_item_rows = self._uniform((len(features), 1)) < self.last_item_mask_prob
+            features = random_prefixes(features, next_item_rows[:, 0].numpy(), self._uniform((len(features),)).numpy())
         batch = pad_streams(features, self.pad_to_multiple_of)
         input_ids = batch["input_ids"]
         candidates = input_ids >= self.num_special_tokens  # real, known items only
@@ -134,7 +154,8 @@ class DataCollatorForMaskedBehaviorModeling:
         last = torch.zeros_like(selected).scatter_(
             1, positions.masked_fill(~candidates, -1).argmax(1, keepdim=True), True
         ) & candidates
-        next_item_rows = self._uniform((shape[0], 1)) < self.last_item_mask_prob
+        if next_item_rows is None:
+            next_item_rows = self._uniform((shape[0], 1)) < self.last_item_mask_prob
         selected = torch.where(next_item_rows, last, selected)
 
         labels = torch.where(selected, input_ids, -100)
@@ -197,4 +218,7 @@ class DataCollatorWithLeftPadding:
         return batch
 
 
-__all__ = ["DataCollatorForMaskedBehaviorModeling", "DataCollatorForNextItemPrediction", "DataCollatorWithLeftPadding", "pad_left", "pad_streams"]
+__all__ = [
+    "DataCollatorForMaskedBehaviorModeling", "DataCollatorForNextItemPrediction", "DataCollatorWithLeftPadding", "pad_left",
+    "pad_streams", "random_prefixes",
+]

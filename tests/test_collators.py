@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from seqbert.collators import (
     DataCollatorWithLeftPadding,
     pad_left,
     pad_streams,
+    random_prefixes,
 )
 
 NUM_SPECIAL, VOCAB, MASK_ID, UNK = 5, 60, 1, 4
@@ -352,3 +354,38 @@ def test_seeded_masks_keep_invariants_and_leave_the_stream_alone():
     expected = collator(generator=torch.Generator().manual_seed(3))(plain)
     got = collator(seed=5, generator=torch.Generator().manual_seed(3))(plain)
     assert torch.equal(got["labels"], expected["labels"])
+
+
+# --------------------------------------------------------------------------------- next-item prefixes
+def test_next_item_prefixes_mask_a_random_event_with_only_its_past_visible():
+    features = random_features(400, seed=11, min_len=10, max_len=10, with_specials=False)
+    coll = collator(mask_prob=0.3, last_item_mask_prob=1.0, replace_ratios=(1.0, 0.0), next_item_prefixes=True)
+    batch = coll(features)
+    selected = batch["labels"] != -100
+    assert (selected.sum(1) == 1).all()  # one target per row
+    positions_from_end = []
+    for row, feature in enumerate(features):
+        real = batch["attention_mask"][row].bool()
+        inputs, labels = batch["input_ids"][row][real], batch["labels"][row][real]
+        kept = len(inputs)
+        # The row is the original's first `kept` events with the last one masked: nothing after it is visible.
+        assert labels[-1] == feature["input_ids"][kept - 1] and inputs[-1] == MASK_ID
+        assert inputs[:-1].tolist() == list(feature["input_ids"][: kept - 1])
+        positions_from_end.append(10 - kept)
+    # The cut is uniform over the row's 10 events, not always the most recent one.
+    counts = np.bincount(positions_from_end, minlength=10)
+    assert counts.min() > 20 and counts.max() < 70
+
+
+def test_next_item_prefixes_leave_cloze_rows_whole():
+    features = random_features(64, seed=12, min_len=5, max_len=30)
+    batch = collator(last_item_mask_prob=0.0, next_item_prefixes=True)(features)
+    assert batch["attention_mask"].sum(1).tolist() == [len(f["input_ids"]) for f in features]
+
+
+def test_random_prefixes_cuts_only_the_chosen_rows():
+    features = [{name: list(range(5, 11)) for name in ("input_ids", "behavior_ids", "time_ids")} for _ in range(3)]
+    cut = random_prefixes(features, np.array([True, False, True]), np.array([0.0, 0.5, 0.99]))
+    assert [len(f["input_ids"]) for f in cut] == [1, 6, 6]
+    assert cut[0] == {"input_ids": [5], "behavior_ids": [5], "time_ids": [5]}
+    assert cut[1] is features[1]

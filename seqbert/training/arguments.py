@@ -107,6 +107,12 @@ class PretrainArguments:
     last_item_mask_prob: float = field(
         default=0.1, metadata={"help": "Probability a sequence masks only its last item (next-item mode)."}
     )
+    next_item_prefixes: bool = field(
+        default=False,
+        metadata={"help": "Cut each next-item row (--last_item_mask_prob) after a uniformly random event and mask that "
+                  "event: the bidirectional model then also learns to predict every event from its past alone, as "
+                  "a left-to-right model does at every position, instead of only the most recent event."},
+    )
     mask_token_ratio: float = field(
         default=0.8,
         metadata={"help": "Share of the selected items replaced by [MASK]; the rest are split evenly between a random "

@@ -164,6 +164,7 @@ def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
         mask_prob=pre_args.mask_prob,
         last_item_mask_prob=pre_args.last_item_mask_prob,
         replace_ratios=(pre_args.mask_token_ratio, (1.0 - pre_args.mask_token_ratio) / 2),
+        next_item_prefixes=pre_args.next_item_prefixes,
         seed=seed,
     )
 
