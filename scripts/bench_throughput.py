@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import torch
 
 from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+from seqbert.training.flops import dense_parameters, training_flops
 from seqbert.training.loop import make_optimizer
 from seqbert.training.pretrain import use_sparse_item_updates
 
@@ -60,18 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_flops_per_step(model: SeqBertForMaskedBehaviorModeling, args: argparse.Namespace, labelled: int) -> float:
-    """Training FLOPs of one step (3 × forward), counting matmuls only."""
+    """Training FLOPs of one step (3 × forward), counting matmuls only (:mod:`seqbert.training.flops`)."""
     config = model.config
-    embedding_params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
-    dense = sum(p.numel() for p in model.parameters()) - embedding_params - model.head.bias.numel()
-    tokens = args.batch_size * args.length
-    scored = args.num_negatives + 1 if args.loss_type == "sampled" else args.items
-    forward = (
-        2 * dense * tokens
-        + 4 * config.num_hidden_layers * args.batch_size * args.length**2 * config.hidden_size
-        + 2 * labelled * config.hidden_size * scored
-    )
-    return 3.0 * forward
+    return training_flops(
+        dense_params=dense_parameters(model), layers=config.num_hidden_layers, hidden=config.hidden_size,
+        tokens=args.batch_size * args.length, squared_lengths=args.batch_size * args.length**2, labelled=labelled,
+        scored_items=args.num_negatives + 1 if args.loss_type == "sampled" else args.items,
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace, precision: str) -> dict:

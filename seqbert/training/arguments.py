@@ -154,6 +154,11 @@ class PretrainArguments:
         metadata={"help": GROUP_BY_LENGTH_HELP + " On by default for pretraining (2.8x the training sequences/s on "
                   "Amazon Beauty); --no_group_by_length for uniformly random batches."},
     )
+    peak_tflops: float | None = field(
+        default=None,
+        metadata={"help": "Peak TFLOP/s of one device, for the model FLOPs utilisation (mfu) in results.json. Default: "
+                  "the dense bf16 peak of a known GPU (H100/H200 989, A100 312, ...); none on CPU (mfu then null)."},
+    )
     behavior_loss_weight: float = field(default=0.1, metadata={"help": "Weight of the event-type loss."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the item loss."})
     init_from: str | None = field(default=None, metadata={"help": "Continue from a saved model folder."})

@@ -34,6 +34,7 @@ from ..metrics.functional import ranking_metrics
 from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
 from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining
 from .arguments import ModelArguments, PretrainArguments, TrainingArguments
+from .flops import FlopsCounter, peak_tflops_of
 from .loop import TrainingState, make_accelerator, train
 from .outputs import write_model_folder
 from .sampling import sorted_by_length, training_dataloader
@@ -135,6 +136,18 @@ def throughput(state: TrainingState) -> dict[str, float]:
     }
 
 
+def utilisation(flops: FlopsCounter, state: TrainingState, device: torch.device, peak_tflops: float | None) -> dict:
+    """Model TFLOP/s of this process's training steps, MFU against the device's peak, and peak GPU memory."""
+    seconds = max(state.elapsed_seconds - state.evaluation_seconds, 1e-9)
+    achieved = flops.total() / seconds / 1e12
+    peak = peak_tflops or peak_tflops_of(device)
+    report = {"model_tflops_per_second": round(achieved, 4), "mfu": round(achieved / peak, 5) if peak else None}
+    report["mfu_peak_tflops"] = peak
+    if device.type == "cuda":
+        report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return report
+
+
 def best_validation_metrics(record: dict) -> dict[str, float]:
     """The metrics of a validation record logged by the training loop (``val_``-prefixed keys)."""
     return {key.removeprefix("val_"): value for key, value in record.items() if key.startswith("val_")}
@@ -218,7 +231,10 @@ def main(argv: list[str] | None = None) -> dict:
                 gather=accelerator.gather_for_metrics,
             )
 
+    flops = FlopsCounter.for_model(model)
+
     def loss_fn(model, batch):
+        flops.add(batch["input_ids"], batch["labels"])
         outputs = model(**batch)
         scalars = {"item_loss": outputs.item_loss.detach()}
         if outputs.behavior_loss is not None:
@@ -260,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(state.elapsed_seconds, 2),
         "data_wait_fraction": round(state.data_wait_seconds / max(state.elapsed_seconds, 1e-9), 4),
         **throughput(state),
+        **utilisation(flops, state, accelerator.device, pre_args.peak_tflops),
         "final_evaluation_seconds": round(final_evaluation_seconds, 2),
         "train_sequences": train_rows.num_rows,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
