@@ -37,6 +37,15 @@ def pad_left(rows: Sequence[Sequence[int]], length: int) -> torch.Tensor:
     return torch.from_numpy(batch)
 
 
+def known_items_per_row(rows, num_special_tokens: int) -> np.ndarray:
+    """Per row of a tokenized ``datasets.Dataset``: how many ``input_ids`` are catalog items (not special)."""
+    column = rows.with_format("arrow")["input_ids"]
+    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    offsets = column.offsets.to_numpy()
+    known = (column.flatten().to_numpy(zero_copy_only=False) >= num_special_tokens).astype(np.int64)
+    return np.diff(np.concatenate([[0], np.cumsum(known)])[offsets - offsets[0]])
+
+
 def pad_streams(features: Sequence[Mapping[str, Sequence[int]]], pad_to_multiple_of: int | None) -> dict[str, torch.Tensor]:
     """Stack the id streams of ``features`` with left padding and build the attention mask."""
     lengths = _lengths([feature["input_ids"] for feature in features])
@@ -119,6 +128,13 @@ class DataCollatorForMaskedBehaviorModeling:
     def _uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator)
 
+    def expected_labels_per_row(self, known_items: np.ndarray) -> np.ndarray:
+        """Expected labelled positions of rows with ``known_items`` real, known items each: next-item rows
+        label one; Cloze rows label each with ``mask_prob`` and at least one (k·p + (1-p)^k)."""
+        k = np.asarray(known_items, dtype=np.float64)
+        cloze = k * self.mask_prob + (1.0 - self.mask_prob) ** k
+        return np.where(k > 0, (1 - self.last_item_mask_prob) * cloze + self.last_item_mask_prob, 0.0)
+
     def _batch_generator(self, features: Sequence[Mapping[str, Sequence[int]]]) -> torch.Generator | None:
         if self.seed is None or "row_id" not in features[0]:
             return self.generator
@@ -187,6 +203,11 @@ class DataCollatorForNextItemPrediction:
     def set_epoch(self, epoch: int) -> None:  # same interface as the Cloze collator
         pass
 
+    def expected_labels_per_row(self, known_items: np.ndarray) -> np.ndarray:
+        """Labelled positions of rows with ``known_items`` known items (every one after the first; an
+        upper bound when the first event is unknown)."""
+        return np.maximum(np.asarray(known_items, dtype=np.float64) - 1, 0.0)
+
     def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
         # One extra column so the inputs (all but the last column) keep the requested multiple.
         multiple = self.pad_to_multiple_of
@@ -220,5 +241,5 @@ class DataCollatorWithLeftPadding:
 
 __all__ = [
     "DataCollatorForMaskedBehaviorModeling", "DataCollatorForNextItemPrediction", "DataCollatorWithLeftPadding", "pad_left",
-    "pad_streams", "random_prefixes",
+    "known_items_per_row", "pad_streams", "random_prefixes",
 ]

@@ -10,7 +10,9 @@ import torch
 
 from seqbert.collators import (
     DataCollatorForMaskedBehaviorModeling,
+    DataCollatorForNextItemPrediction,
     DataCollatorWithLeftPadding,
+    known_items_per_row,
     pad_left,
     pad_streams,
     random_prefixes,
@@ -389,3 +391,31 @@ def test_random_prefixes_cuts_only_the_chosen_rows():
     assert [len(f["input_ids"]) for f in cut] == [1, 6, 6]
     assert cut[0] == {"input_ids": [5], "behavior_ids": [5], "time_ids": [5]}
     assert cut[1] is features[1]
+
+
+# --------------------------------------------------------------------------------- expected label counts
+@pytest.mark.parametrize("next_item_prefixes", [False, True])
+def test_cloze_expected_labels_match_the_collator(next_item_prefixes):
+    features = random_features(3000, seed=21, min_len=1, max_len=30)
+    coll = collator(mask_prob=0.3, last_item_mask_prob=0.2, seed=None, next_item_prefixes=next_item_prefixes)
+    observed = sum(int((coll(features[i : i + 500])["labels"] != -100).sum()) for i in range(0, 3000, 500))
+    known = np.array([int((torch.as_tensor(f["input_ids"]) >= NUM_SPECIAL).sum()) for f in features])
+    expected = coll.expected_labels_per_row(known).sum()
+    # Prefix cuts can leave a next-item row with no known item: the estimate is then a slight upper bound.
+    assert observed == pytest.approx(expected, rel=0.03)
+
+
+def test_causal_expected_labels_match_the_collator():
+    features = random_features(500, seed=22, min_len=1, max_len=30, with_specials=False)
+    coll = DataCollatorForNextItemPrediction(num_special_tokens=NUM_SPECIAL)
+    observed = int((coll(features)["labels"] != -100).sum())
+    known = np.array([len(f["input_ids"]) for f in features])
+    assert observed == coll.expected_labels_per_row(known).sum()
+
+
+def test_known_items_per_row_respects_row_order_and_selection():
+    from datasets import Dataset
+
+    rows = Dataset.from_dict({"input_ids": [[5, 6, 1], [], [4, 7], [9]]})
+    assert known_items_per_row(rows, NUM_SPECIAL).tolist() == [2, 0, 1, 1]
+    assert known_items_per_row(rows.select([3, 0]), NUM_SPECIAL).tolist() == [1, 2]

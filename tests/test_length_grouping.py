@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -94,3 +96,20 @@ def test_sorted_by_length_is_a_stable_permutation():
     ordered = sorted_by_length(rows)
     assert ordered["row"] == [1, 3, 2, 5, 0, 4]
     assert row_lengths(ordered).tolist() == sorted(lengths.tolist())
+
+
+# ----------------------------------------------------------- label weighting for length-grouped batches
+def test_dataset_label_weighting_divides_by_the_expected_labels_per_batch():
+    from seqbert.collators import DataCollatorForNextItemPrediction
+    from seqbert.training.arguments import PretrainArguments
+    from seqbert.training.pretrain import expected_labels_per_batch
+
+    rows = rows_of(np.array([3, 1, 5]))  # ids 5.. are all known items (5 special tokens)
+    tokenizer = SimpleNamespace(num_special_tokens=5)
+    args = SimpleNamespace(per_device_batch_size=4)
+    collator = DataCollatorForNextItemPrediction(num_special_tokens=5)
+    assert expected_labels_per_batch(collator, rows, tokenizer, args, PretrainArguments()) is None  # default: batch mean
+    dataset = PretrainArguments(label_weighting="dataset")
+    assert expected_labels_per_batch(collator, rows, tokenizer, args, dataset) == pytest.approx(4 * (2 + 0 + 4) / 3)
+    with pytest.raises(ValueError, match="label_weighting"):
+        expected_labels_per_batch(collator, rows, tokenizer, args, PretrainArguments(label_weighting="token"))

@@ -154,6 +154,14 @@ class PretrainArguments:
         metadata={"help": GROUP_BY_LENGTH_HELP + " On by default for pretraining (2.8x the training sequences/s on "
                   "Amazon Beauty); --no_group_by_length for uniformly random batches."},
     )
+    label_weighting: str = field(
+        default="batch",
+        metadata={"help": "batch: the loss is the mean over each batch's labelled positions, so every batch weighs the "
+                  "same and a position in a batch of short rows (few labels) weighs more. dataset: the sum over the "
+                  "batch's labelled positions divided by the expected number per batch (from the training rows and "
+                  "the masking options), so every labelled position weighs the same whatever its batch; meant for "
+                  "length-grouped batches, whose label counts differ many-fold."},
+    )
     peak_tflops: float | None = field(
         default=None,
         metadata={"help": "Peak TFLOP/s of one device, for the model FLOPs utilisation (mfu) in results.json. Default: "

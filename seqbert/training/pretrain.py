@@ -27,6 +27,7 @@ from ..collators import (
     DataCollatorForMaskedBehaviorModeling,
     DataCollatorForNextItemPrediction,
     DataCollatorWithLeftPadding,
+    known_items_per_row,
 )
 from ..configuration_seqbert import SeqBertConfig
 from ..evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer, sample_users
@@ -136,6 +137,18 @@ def throughput(state: TrainingState) -> dict[str, float]:
     }
 
 
+def expected_labels_per_batch(collator, train_rows, tokenizer, args: TrainingArguments, pre_args: PretrainArguments) -> float | None:
+    """With --label_weighting dataset: the expected labelled positions per training batch (None otherwise)."""
+    if pre_args.label_weighting not in LABEL_WEIGHTINGS:
+        raise ValueError(f"--label_weighting must be one of {LABEL_WEIGHTINGS}, got {pre_args.label_weighting!r}.")
+    if pre_args.label_weighting == "batch":
+        return None
+    per_row = collator.expected_labels_per_row(known_items_per_row(train_rows, tokenizer.num_special_tokens))
+    expected = float(per_row.mean()) * args.per_device_batch_size
+    logger.info("label weighting: dataset (%.1f expected labelled positions per batch)", expected)
+    return max(expected, 1.0)
+
+
 def utilisation(flops: FlopsCounter, state: TrainingState, device: torch.device, peak_tflops: float | None) -> dict:
     """Model TFLOP/s of this process's training steps, MFU against the device's peak, and peak GPU memory."""
     seconds = max(state.elapsed_seconds - state.evaluation_seconds, 1e-9)
@@ -164,6 +177,9 @@ def evaluation_splits(data: PreparedData, pre_args: PretrainArguments) -> tuple[
         labels[f"{name}_users"] = splits[name].num_rows
         labels[f"{name}_user_sampling"] = label
     return splits, labels
+
+
+LABEL_WEIGHTINGS = ("batch", "dataset")
 
 
 def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
@@ -232,6 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
 
     flops = FlopsCounter.for_model(model)
+    labels_per_batch = expected_labels_per_batch(collator, train_rows, tokenizer, args, pre_args)
 
     def loss_fn(model, batch):
         flops.add(batch["input_ids"], batch["labels"])
@@ -239,7 +256,10 @@ def main(argv: list[str] | None = None) -> dict:
         scalars = {"item_loss": outputs.item_loss.detach()}
         if outputs.behavior_loss is not None:
             scalars["behavior_loss"] = outputs.behavior_loss.detach()
-        return outputs.loss, scalars
+        if labels_per_batch is None:
+            return outputs.loss, scalars
+        # Batch mean -> sum / expected count: every labelled position weighs the same, whatever its batch.
+        return outputs.loss * (batch["labels"] != -100).sum() / labels_per_batch, scalars
 
     state = train(
         accelerator=accelerator,
