@@ -101,10 +101,11 @@ def test_wrong_process_count_fails_fast(prepared, tmp_path):
 
 
 def test_resume_continues_at_the_right_step(prepared, tmp_path):
-    """Interrupted at step 3 and resumed == uninterrupted, to the last weight."""
+    """Interrupted at step 3 and resumed == uninterrupted, to the last weight (with length-grouped batches
+    and dataset label weighting: the sampler's order and the loss scale must survive the restart too)."""
     common = ["--data_dir", str(prepared), "--max_length", "20", "--per_device_batch_size", "16", "--lr_scheduler",
               "constant", "--warmup_ratio", "0", "--checkpointing_steps", "3", "--logging_steps", "1",
-              "--eval_every_epochs", "100", *TINY_MODEL]
+              "--eval_every_epochs", "100", "--group_by_length", "--label_weighting", "dataset", *TINY_MODEL]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     run(accelerate("seqbert.training.pretrain", *common, "--output_dir", str(straight), "--max_steps", "6"))
     run(accelerate("seqbert.training.pretrain", *common, "--output_dir", str(resumed), "--max_steps", "3"))

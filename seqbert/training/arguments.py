@@ -5,13 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-GROUP_BY_LENGTH_HELP = (
-    "Shuffle, then batch training rows of similar length (sorted within windows of 50 batches; batch order "
-    "shuffled), so each batch is padded to a length close to its rows'; long-tailed histories otherwise pad most "
-    "batches to --max_length. Order fixed by --seed and the epoch."
-)
-
-
 @dataclass
 class TrainingArguments:
     """Options shared by pretraining and fine-tuning."""
@@ -77,6 +70,14 @@ class TrainingArguments:
     )
     logging_steps: int = field(default=20, metadata={"help": "Log the training loss every N optimizer steps."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Shuffle, then batch training rows of similar length (sorted within windows of 50 batches; "
+                  "batch order shuffled), so each batch is padded to a length close to its rows'. Order fixed by --seed "
+                  "and the epoch. On Amazon Beauty pretraining it trains 2.4-2.8x the sequences/s but reaches a lower "
+                  "validation NDCG@10 in the same wall time (BENCHMARKS.md), hence off by default; when used for "
+                  "pretraining, pair it with --label_weighting dataset."},
+    )
     max_length: int = field(default=100, metadata={"help": "Longest input: most recent events + appended mask."})
     expected_num_processes: int | None = field(
         default=None,
@@ -148,11 +149,6 @@ class PretrainArguments:
         metadata={"help": "Add a learned embedding of each item's category (the data's `category` column, e.g. the "
                   "brand for Amazon S3-Rec data; an item's most frequent category in the train split) to the item, "
                   "on the input and on the output side. Helps items with few events share what they have in common."},
-    )
-    group_by_length: bool = field(
-        default=True,
-        metadata={"help": GROUP_BY_LENGTH_HELP + " On by default for pretraining (2.8x the training sequences/s on "
-                  "Amazon Beauty); --no_group_by_length for uniformly random batches."},
     )
     label_weighting: str = field(
         default="batch",
@@ -254,11 +250,6 @@ class FinetuneArguments:
         metadata={"help": "Item tasks: add log1p(the candidate's event count before the cutoff, all users) x a learned "
                   "vector to the query token (predict_candidates then needs candidate_events). Ignored for "
                   "user-purchase."},
-    )
-    group_by_length: bool = field(
-        default=False,
-        metadata={"help": GROUP_BY_LENGTH_HELP + " Off by default for fine-tuning: rows of one length share a label "
-                  "more often than random rows do."},
     )
     candidate_dropout: float = field(
         default=0.0,

@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     train_loader = training_dataloader(
         encoded["train"], batch_size=args.per_device_batch_size, collate_fn=train_collator, seed=args.seed,
-        group_by_length=ft_args.group_by_length, num_workers=args.num_workers,
+        group_by_length=args.group_by_length, num_workers=args.num_workers,
     )  # fmt: skip
     eval_loaders = {
         name: accelerator.prepare(DataLoader(encoded[name], batch_size=args.eval_batch_size, collate_fn=collator))

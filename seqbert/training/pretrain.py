@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     collator = make_collator(tokenizer, pre_args, args.seed)
     train_loader = training_dataloader(
         train_rows, batch_size=args.per_device_batch_size, collate_fn=collator, seed=args.seed,
-        group_by_length=pre_args.group_by_length, num_workers=args.num_workers,
+        group_by_length=args.group_by_length, num_workers=args.num_workers,
     )  # fmt: skip
     eval_loaders = {
         name: accelerator.prepare(DataLoader(rows, batch_size=args.eval_batch_size, collate_fn=DataCollatorWithLeftPadding()))

@@ -5,7 +5,8 @@ Behavior logs are long-tailed: on Amazon Beauty the median user has 4 training i
 real events. :class:`LengthGroupedSampler` shuffles every epoch, then sorts each "mega-batch" of
 ``batch_size * mega_batches`` random rows by length and cuts it into batches, and finally shuffles the
 order of those batches. Each batch is still a random draw from a window of the data, but its rows have
-similar lengths and the collator pads to the batch's own longest row.
+similar lengths and the collator pads to the batch's own longest row. (Off by default: on Beauty
+the faster epochs did not make up for the less random batches; see ``--group_by_length``.)
 
 The order depends only on ``(seed, epoch)``, so a resumed run (Accelerate's ``skip_first_batches``)
 replays the same batches, and Accelerate's ``set_epoch`` reaches the sampler through the prepared
