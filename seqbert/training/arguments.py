@@ -152,7 +152,7 @@ class PretrainArguments:
     )
     label_weighting: str = field(
         default="batch",
-        metadata={"help": "batch: the loss is the mean over each batch's labelled positions, so every batch weighs the "
+        metadata={"choices": ["batch", "dataset"], "help": "batch: the loss is the mean over each batch's labelled positions, so every batch weighs the "
                   "same and a position in a batch of short rows (few labels) weighs more. dataset: the sum over the "
                   "batch's labelled positions divided by the expected number per batch (from the training rows and "
                   "the masking options), so every labelled position weighs the same whatever its batch; meant for "

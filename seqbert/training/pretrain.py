@@ -126,9 +126,14 @@ def chunkable_scorer(model):
     return scorer
 
 
+def training_seconds(state: TrainingState) -> float:
+    """Wall time of the training steps: elapsed time without the validations run during training."""
+    return max(state.elapsed_seconds - state.evaluation_seconds, 1e-9)
+
+
 def throughput(state: TrainingState) -> dict[str, float]:
     """Training speed without the validations run during training (their time is reported apart)."""
-    seconds = max(state.elapsed_seconds - state.evaluation_seconds, 1e-9)
+    seconds = training_seconds(state)
     return {
         "train_seconds": round(seconds, 2),
         "train_sequences_per_second": round(state.train_sequences / seconds, 1),
@@ -151,8 +156,7 @@ def expected_labels_per_batch(collator, train_rows, tokenizer, args: TrainingArg
 
 def utilisation(flops: FlopsCounter, state: TrainingState, device: torch.device, peak_tflops: float | None) -> dict:
     """Model TFLOP/s of this process's training steps, MFU against the device's peak, and peak GPU memory."""
-    seconds = max(state.elapsed_seconds - state.evaluation_seconds, 1e-9)
-    achieved = flops.total() / seconds / 1e12
+    achieved = flops.total() / training_seconds(state) / 1e12
     peak = peak_tflops or peak_tflops_of(device)
     report = {"model_tflops_per_second": round(achieved, 4), "mfu": round(achieved / peak, 5) if peak else None}
     report["mfu_peak_tflops"] = peak
