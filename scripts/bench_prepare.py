@@ -5,7 +5,7 @@ What is measured, for each implementation, in a fresh Python process (so peak me
 implementation):
 
 * ``seqbert``: :func:`seqbert.prepare.prepare_file` (read → clean → sequences → split → vocabulary →
-  statistics; the input's sha256 runs in a thread from the read until the statistics, so its CPU
+  statistics; the input's content hash (xxh3_128) runs in a thread from the read until the statistics, so its CPU
   time lands in whichever stages it overlaps) then :func:`seqbert.prepared.encode_for_pretraining`
   on the train split (``tokenize``). Stages are timed by wrapping the functions ``prepare_file`` calls.
 * ``partitioned``: :func:`seqbert.data.partitioned.prepare_partitioned` (larger-than-memory path:
@@ -341,7 +341,7 @@ def worker_seqbert(path: Path, args: argparse.Namespace, clock: StageClock) -> d
         )
 
     for name, stage in (
-        ("read_events", "read"),  # prepare_file hashes the file (sha256) in a thread until the statistics
+        ("read_events", "read"),  # prepare_file hashes the file (xxh3_128) in a thread until the statistics
         ("clean_events", "clean"),
         ("build_sequences", "sequences"),
         ("collapse_repeated_views", "sequences"),

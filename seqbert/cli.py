@@ -118,6 +118,12 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
         "--num-hash-buckets", type=int, default=0, metavar="N",
         help="Number of hash-bucket tokens for --unseen-items hash (required there, e.g. 1024).",
     )
+    parser.add_argument(
+        "--input-hash", default="xxh3_128", choices=["xxh3_128", "sha256"],
+        help="Content hash of the input file recorded in protocol.json (and the model card) to identify the data: "
+        "'xxh3_128' (default; the XXH3 128-bit digest, ~5x faster) or 'sha256' when a cryptographic digest is "
+        "needed (computed alongside the parse; ~1 s more per GB of input).",
+    )
 
 
 SCHEMA_KEYS = (
@@ -183,6 +189,7 @@ def run_prepare(args: argparse.Namespace) -> dict:
         vocab_max_size=args.vocab_max_size,
         unseen_items=args.unseen_items,
         num_hash_buckets=args.num_hash_buckets,
+        input_hash=args.input_hash,
     )
     read_options = {
         "file_format": args.file_format,

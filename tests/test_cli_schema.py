@@ -90,3 +90,33 @@ def test_prepare_bot_rate_and_k_core_flags(tmp_path):
     # The larger-than-memory path computes the same k-core (whole-log codes, replayed per partition).
     assert main([*args[:3], str(tmp_path / "parts"), *args[4:], "--partitions", "2"]) == 0
     assert PreparedData.load(tmp_path / "parts").drop_report["dropped"] == report["dropped"]
+
+
+@pytest.mark.parametrize("partitions", [[], ["--partitions", "2"]])
+def test_input_hash_recorded_under_its_algorithm(tmp_path, capsys, partitions):
+    """protocol.json names the input's content hash by algorithm: xxh3_128 by default, sha256 on request."""
+    import hashlib
+
+    import xxhash
+
+    log = tmp_path / "events.csv"
+    log.write_text(RETAIL_LIKE)
+    data = log.read_bytes()
+    base = ["prepare", str(log), "--timestamp-unit", "ms", "--event-alias", "transaction=purchase",
+            "--column", "user_id=visitorid", "--column", "item_id=itemid", "--column", "event_type=event", *partitions]
+    assert main([*base, "--output-dir", str(tmp_path / "fast")]) == 0
+    source = PreparedData.load(tmp_path / "fast").protocol["source"]
+    assert source["xxh3_128"] == xxhash.xxh3_128(data).hexdigest() and "sha256" not in source
+    assert f"Input xxh3_128: {source['xxh3_128']}" in capsys.readouterr().out
+    assert main([*base, "--output-dir", str(tmp_path / "sha"), "--input-hash", "sha256"]) == 0
+    source = PreparedData.load(tmp_path / "sha").protocol["source"]
+    assert source["sha256"] == hashlib.sha256(data).hexdigest() and "xxh3_128" not in source
+    with pytest.raises(SystemExit):
+        main([*base, "--output-dir", str(tmp_path / "bad"), "--input-hash", "md5"])
+
+
+def test_unknown_input_hash_fails_before_reading(tmp_path):
+    from seqbert.prepare import PrepareOptions, prepare_file
+
+    with pytest.raises(ValueError, match="input_hash must be one of"):
+        prepare_file(tmp_path / "missing.csv", PrepareOptions(input_hash="md5"))

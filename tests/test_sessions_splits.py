@@ -11,6 +11,7 @@ import itertools
 import json
 
 import pyarrow as pa
+import xxhash
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -369,12 +370,12 @@ def test_cli_prepare_with_new_flags(tmp_path, capsys):
     argv += ["--collapse-repeated-views", "--loo-target", "last_purchase"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    for text in ("Users:", "Events per type:", "Sequence length:", "Split rows:", "collapsed_repeat_view", "sha256"):
+    for text in ("Users:", "Events per type:", "Sequence length:", "Split rows:", "collapsed_repeat_view", "xxh3_128"):
         assert text in printed
     protocol = json.loads((output / "protocol.json").read_text())
     assert protocol["target"] == "last_purchase" and protocol["options"]["collapse_repeated_views"] is True
     assert protocol["options"]["collapse_within_session"] is True
-    assert len(protocol["source"]["sha256"]) == 64
+    assert protocol["source"]["xxh3_128"] == xxhash.xxh3_128(events.read_bytes()).hexdigest()
     assert set(protocol["rows"]) == {"train", "validation", "test"} and protocol["rows"]["test"] > 0
     report = DropReport.load_json(output / "drop_report.json")  # checks that it adds up
     assert report.dropped["collapsed_repeat_view"] > 0

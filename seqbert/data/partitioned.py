@@ -381,7 +381,7 @@ def prepare_partitioned(
     Returns:
         The :class:`~seqbert.prepared.PreparedData`, loaded (memory-mapped) from ``output_dir``.
     """
-    from ..prepare import PrepareOptions, file_sha256, temporal_cutoffs  # prepare imports data modules
+    from ..prepare import PrepareOptions, check_input_hash, file_digest, temporal_cutoffs  # prepare imports data modules
 
     options = options or PrepareOptions()
     if output_dir is None:
@@ -398,17 +398,18 @@ def prepare_partitioned(
         say(f"[{time.perf_counter() - started:7.1f}s] {message}")
 
     _check_options(options)
+    algorithm = check_input_hash(options)
     if isinstance(path, (str, Path)):
         source_name = source_name or Path(path).name
         batches: Iterable[pa.Table] = iter_events(path, batch_bytes=batch_bytes, **dict(read_options or {}))
-        source = {"path": str(path), "sha256": None, "read_options": dict(read_options or {})}
+        source = {"path": str(path), algorithm: None, "read_options": dict(read_options or {})}
     else:
         batches, source = path, {"read_options": dict(read_options or {})}
 
     try:
         parts = partition_events(batches, work / "events", num_partitions)
-        if "sha256" in source:
-            source["sha256"] = file_sha256(source["path"])
+        if algorithm in source:
+            source[algorithm] = file_digest(source["path"], algorithm)
         step(f"partitioned {parts.input_rows:,} events into {num_partitions} partitions")
 
         clean_kwargs = dict(
