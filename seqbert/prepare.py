@@ -83,9 +83,11 @@ INPUT_HASHES: dict[str, Any] = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.s
 def file_digest(path: str | Path, algorithm: str = "xxh3_128", chunk_bytes: int = 1 << 20) -> str:
     """Hex digest of the file's bytes with one of :data:`INPUT_HASHES`."""
     digest = INPUT_HASHES[algorithm]()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
+    buffer = bytearray(chunk_bytes)  # one reused buffer: no fresh memory per chunk
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while size := handle.readinto(buffer):
+            digest.update(view[:size])
     return digest.hexdigest()
 
 
