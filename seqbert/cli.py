@@ -66,7 +66,12 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--timestamp-unit", default="auto", choices=["auto", "s", "ms", "iso"], help="Timestamp encoding.")
     parser.add_argument("--unknown-events", default="error", choices=["error", "drop"], help="Unknown event types: stop, or drop and count.")
     parser.add_argument("--bad-timestamps", default="error", choices=["error", "drop"], help="Unparsable/absurd timestamps: stop, or drop and count.")
-    parser.add_argument("--split", default="leave_one_out", choices=["leave_one_out", "temporal"], help="Evaluation protocol.")
+    parser.add_argument(
+        "--split", default="leave_one_out", choices=["leave_one_out", "temporal"],
+        help="Evaluation protocol. With 'temporal' the count rules below (--min-user-events, --min-item-support, "
+        "--k-core, --max-events-per-*) count only events before the validation cutoff, so the future being "
+        "evaluated never decides which users and items are kept.",
+    )
     parser.add_argument("--validation-fraction", type=float, default=0.1, help="temporal: share of events after the validation cutoff.")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="temporal: share of events after the test cutoff.")
     parser.add_argument("--min-user-events", type=int, default=2, help="Drop users with fewer events (counted).")
@@ -83,7 +88,7 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--k-core", action="store_true",
         help="Repeat --min-item-support and --min-user-events until stable (iterative k-core), instead of once; "
-        "every pass is counted under rare_item / short_user. In memory only (not with --partitions).",
+        "every pass is counted under rare_item / short_user (also with --partitions).",
     )
     parser.add_argument(
         "--partitions", type=int, metavar="K",

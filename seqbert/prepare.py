@@ -107,16 +107,30 @@ def input_digest(source: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def temporal_cutoffs(events: Dataset, options: PrepareOptions) -> tuple[int, int]:
-    """(validation_start, test_start): explicit values, else event-time quantiles."""
+def temporal_cutoffs(events: Dataset | pa.Table, options: PrepareOptions) -> tuple[int, int]:
+    """(validation_start, test_start): explicit values, else quantiles of the events' times
+    (events without a valid timestamp are left out)."""
     if options.test_start is not None:
         test_start = options.test_start
         validation_start = options.validation_start if options.validation_start is not None else test_start - 1
         return validation_start, test_start
-    timestamps = to_arrow(events).column("timestamp").to_numpy()
+    table = events if isinstance(events, pa.Table) else to_arrow(events)
+    timestamps = table.column("timestamp").drop_null().to_numpy()
+    if len(timestamps) == 0:
+        raise ValueError("No event has a valid timestamp: the temporal cutoffs cannot be computed.")
     test_start = int(np.quantile(timestamps, 1.0 - options.test_fraction))
     validation_start = int(np.quantile(timestamps, 1.0 - options.test_fraction - options.validation_fraction))
     return validation_start, test_start
+
+
+def count_rules_protocol(count_before: int | None) -> dict[str, Any]:
+    """What the cleaning count rules (bot_user, rare_item, short_user) counted, for protocol.json."""
+    if count_before is None:
+        return {"counted": "all events (leave-one-out: the usual whole-log filters)", "count_before": None}
+    return {
+        "counted": "events before validation_start only; users and items without one are not judged",
+        "count_before": int(count_before),
+    }
 
 
 def check_tokenizer_options(options: PrepareOptions) -> None:
@@ -158,6 +172,11 @@ def prepare_events(
         raise ValueError(f"Unknown loo_target {options.loo_target!r}; use one of {', '.join(LOO_TARGETS)}.")
     if options.split != "leave_one_out" and options.loo_target != "last_event":
         raise ValueError(f"loo_target={options.loo_target!r} only applies to split='leave_one_out'.")
+    # Temporal split: the cutoffs come from the input events, and the count rules of cleaning see
+    # only the events before the first cutoff (which users and items are kept must not depend on
+    # the future that validation and test evaluate).
+    cutoffs = temporal_cutoffs(events, options) if options.split == "temporal" else None
+    count_before = cutoffs[0] if cutoffs is not None else None
     with _stage(f"clean {events.num_rows:,} events"):
         cleaned, drop_report = clean_events(
             events,
@@ -169,12 +188,12 @@ def prepare_events(
             min_item_support=options.min_item_support,
             k_core=options.k_core,
             source=source_name,
+            count_before=count_before,
             **options.clean,
         )
     # Free the raw events (when the caller passed them over, as prepare_file does): from here on
     # only the cleaned events and what is built from them are alive (see BENCHMARKS.md, peak RSS).
     del events
-    cutoffs = temporal_cutoffs(cleaned, options) if options.split == "temporal" else None
     with _stage("sequences"):
         sequences = build_sequences(cleaned, session_gap_seconds=options.session_gap_seconds)
     del cleaned
@@ -183,7 +202,9 @@ def prepare_events(
             sequences, collapsed = collapse_repeated_views(sequences, within_session=options.collapse_within_session)
             drop_report.add("collapsed_repeat_view", collapsed)
             # Collapsing can take a user below min_user_events: drop and count them like cleaning does.
-            sequences, short_events, _ = drop_short_sequences(sequences, options.min_user_events)
+            sequences, short_events, _ = drop_short_sequences(
+                sequences, options.min_user_events, count_before=count_before
+            )
             drop_report.add("short_user", short_events)
             drop_report.check()
     logger.info("Drop report:\n%s", drop_report.format_table())
@@ -205,6 +226,7 @@ def prepare_events(
         source=dict(source or {}),
         options=asdict(options),
         vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
+        count_rules=count_rules_protocol(count_before),
     )
     with _stage("statistics"):
         # The train split holds a prefix of each user's sequence (both protocols), so the statistics
@@ -292,6 +314,7 @@ __all__ = [
     "PrepareOptions",
     "check_input_hash",
     "check_tokenizer_options",
+    "count_rules_protocol",
     "INPUT_HASHES",
     "file_digest",
     "format_summary",

@@ -79,6 +79,13 @@ OPTION_CASES = {
     ),
     "temporal_fractions": PrepareOptions(split="temporal", min_item_support=2),
     "temporal_explicit": PrepareOptions(split="temporal", validation_start=1_702_000_000, test_start=1_703_000_000),
+    "temporal_count_rules": PrepareOptions(  # count rules see only events before validation_start
+        split="temporal", k_core=True, min_item_support=3, min_user_events=4, max_events_per_user=150,
+        collapse_repeated_views=True,
+    ),
+    "temporal_bot_rates": PrepareOptions(
+        split="temporal", max_events_per_minute=30, min_item_support=2, min_user_events=3
+    ),
     "bot_rates_hash_buckets": PrepareOptions(
         max_events_per_minute=30, max_events_per_hour=200, min_item_support=2, unseen_items="hash", num_hash_buckets=16
     ),
@@ -119,8 +126,10 @@ def test_k_core_partitioned_equals_in_memory(log_files, tmp_path, num_partitions
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_k_core_replay_equals_clean_events(seed):
-    """clean_events(core=k_core(partitions)) on each user partition adds up to clean_events(k_core=True)."""
+@pytest.mark.parametrize("count_before", [None, 1_700_005_000])
+def test_k_core_replay_equals_clean_events(seed, count_before):
+    """clean_events(core=k_core(partitions)) on each user partition adds up to clean_events(k_core=True),
+    also when the count rules see only the events before a cutoff."""
     rng = np.random.default_rng(seed)
     n = 600
     events = pa.table({
@@ -131,11 +140,11 @@ def test_k_core_replay_equals_clean_events(seed):
         "row_index": pa.array(np.arange(n, dtype=np.int64)),
     })  # fmt: skip
     rules = dict(min_item_support=int(rng.integers(2, 12)), min_user_events=int(rng.integers(1, 20)))
-    expected_rows, expected = clean_events(events, k_core=True, **rules)
+    expected_rows, expected = clean_events(events, k_core=True, count_before=count_before, **rules)
     parts = partition_of(events.column("user_id"), 3)
     tables = [events.filter(pa.array(parts == k)) for k in range(3)]
-    core = k_core([per_user_kept(t) for t in tables], **rules)
-    reports = [clean_events(t, core=core, **rules) for t in tables]
+    core = k_core([per_user_kept(t, count_before=count_before) for t in tables], count_before=count_before, **rules)
+    reports = [clean_events(t, core=core, count_before=count_before, **rules) for t in tables]
     for reason in ("rare_item", "short_user"):
         assert sum(report.dropped[reason] for _, report in reports) == expected.dropped[reason], reason
     kept = pa.concat_tables([to_arrow(rows) for rows, _ in reports]).column("row_index").to_numpy()

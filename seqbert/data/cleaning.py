@@ -26,6 +26,13 @@
 ``short_user``
     events of users left with fewer than ``min_user_events`` events.
 
+The count rules (``bot_user``, ``rare_item``, ``short_user``) judge a user or item from its events.
+With ``count_before`` (a temporal split passes its first cutoff) they count only events strictly
+before that time, so that which users and items are kept never depends on the future the split
+evaluates; a user or item they drop is dropped with all its events, and one with no event before
+``count_before`` (left after the per-row rules and ``bot_user``) is not judged by ``rare_item`` /
+``short_user`` and kept (new items and users of the evaluation period stay, as unseen ones).
+
 ``rare_item`` then ``short_user`` are applied once by default. With ``k_core=True`` the pair is
 repeated until nothing more is dropped (iterative k-core: dropping a short user can take an item
 below its support, and the reverse); the rows dropped by every pass add to the same two reasons.
@@ -449,6 +456,7 @@ def clean_events(
     source: str | None = None,
     item_support: pa.Table | None = None,
     core: KCore | None = None,
+    count_before: int | None = None,
 ) -> tuple[datasets.Dataset, DropReport]:
     """Drop unusable rows and report how many were dropped for which reason.
 
@@ -477,6 +485,9 @@ def clean_events(
         core: the k-core of the whole log (:func:`k_core`), for a log cleaned one user partition
             at a time: ``rare_item`` and ``short_user`` then drop what the in-memory ``k_core=True``
             passes drop, pass by pass (``min_item_support`` and ``min_user_events`` are in ``core``).
+        count_before: count rules see only events with a timestamp strictly before this (unix
+            seconds; see the module doc). ``item_support`` / ``core`` must then be counted with the
+            same value.
 
     Returns:
         ``(cleaned, report)``: the kept rows in input order with the canonical columns and
@@ -558,7 +569,7 @@ def clean_events(
         return item_codes
 
     ts_np = None
-    if (deduplicate or rate_limits) and keep.any():
+    if (deduplicate or rate_limits or count_before is not None) and keep.any():
         ts_np = _combine(pc.fill_null(table.column("timestamp"), 0)).to_numpy(zero_copy_only=False)
     if deduplicate and keep.any():
         drop(
@@ -568,15 +579,30 @@ def clean_events(
     else:
         drop("duplicate", None)
 
+    early = None if count_before is None or ts_np is None else ts_np < int(count_before)
+
+    def counted() -> np.ndarray:
+        """The kept rows the count rules count (those before ``count_before``, if given)."""
+        return keep if early is None else keep & early
+
     if (max_events_per_user is not None or rate_limits) and keep.any():
         bots = np.zeros(n_users, dtype=bool)
         if max_events_per_user is not None:
-            bots |= np.bincount(users[keep], minlength=n_users) > int(max_events_per_user)
+            bots |= np.bincount(users[counted()], minlength=n_users) > int(max_events_per_user)
         if rate_limits:
-            bots |= _rate_bots(keep, users, n_users, ts_np, rate_limits)
+            bots |= _rate_bots(counted(), users, n_users, ts_np, rate_limits)
         drop("bot_user", bots[users])
     else:
         drop("bot_user", None)
+
+    # With count_before, users / items without a counted event left here are not judged (kept).
+    judged_users = judged_items = None
+    if early is not None and keep.any():
+        if min_user_events > 1:
+            judged_users = np.bincount(users[counted()], minlength=n_users) > 0
+        if min_item_support > 1 and item_support is None and core is None:
+            codes, n_items = items()
+            judged_items = np.bincount(codes[counted()], minlength=n_items) > 0
 
     if core is not None:  # the passes of the whole log's k-core, restricted to these rows
         passes = core.passes(table.column("item_id"), table.column("user_id")) if keep.any() else None
@@ -587,17 +613,20 @@ def clean_events(
         for iteration in range(n + 1):  # k_core: until stable (each pass that goes on drops >= 1 row)
             before = report.kept_rows
             if min_item_support > 1 and keep.any() and item_support is not None:
-                drop("rare_item", _below_support(table.column("item_id"), item_support, int(min_item_support)))
+                rare_rows = _below_support(
+                    table.column("item_id"), item_support, int(min_item_support), absent_counts=count_before is None
+                )
+                drop("rare_item", rare_rows)
             elif min_item_support > 1 and keep.any():
                 codes, n_items = items()
-                counts = np.bincount(codes[keep], minlength=n_items)
-                drop("rare_item", (counts < int(min_item_support))[codes])
+                rare = np.bincount(codes[counted()], minlength=n_items) < int(min_item_support)
+                drop("rare_item", (rare if judged_items is None else rare & judged_items)[codes])
             else:
                 drop("rare_item", None)
 
             if min_user_events > 1 and keep.any():
-                counts = np.bincount(users[keep], minlength=n_users)
-                drop("short_user", (counts < int(min_user_events))[users])
+                short = np.bincount(users[counted()], minlength=n_users) < int(min_user_events)
+                drop("short_user", (short if judged_users is None else short & judged_users)[users])
             else:
                 drop("short_user", None)
             if not k_core or min_item_support <= 1 or report.kept_rows == before:
@@ -632,14 +661,19 @@ def clean_events(
             **({"max_events_per_minute": max_events_per_minute} if max_events_per_minute is not None else {}),
             **({"max_events_per_hour": max_events_per_hour} if max_events_per_hour is not None else {}),
             **({"k_core": True} if k_core else {}),
+            **({"count_before": int(count_before)} if count_before is not None else {}),
             **({"item_support": Hasher.hash(item_support)} if item_support is not None else {}),
         },
     )
     return datasets.Dataset(out, fingerprint=fingerprint), report
 
 
-def _below_support(items: pa.ChunkedArray, support: pa.Table, minimum: int) -> np.ndarray:
-    """Rows whose item has fewer than ``minimum`` events in ``support`` (absent items count 0)."""
+def _below_support(items: pa.ChunkedArray, support: pa.Table, minimum: int, *, absent_counts: bool = True) -> np.ndarray:
+    """Rows whose item has fewer than ``minimum`` events in ``support``; an item absent from it
+    counts 0 when ``absent_counts``, else it is not judged (``count_before``: no counted event)."""
+    if not absent_counts:
+        rare = support.filter(pc.less(support.column("count"), minimum)).column("item_id")
+        return _bool_np(pc.is_in(items, value_set=rare.combine_chunks()))
     frequent = support.filter(pc.greater_equal(support.column("count"), minimum)).column("item_id")
     return ~_bool_np(pc.is_in(items, value_set=frequent.combine_chunks()))
 
@@ -652,6 +686,7 @@ def per_user_kept(
     max_events_per_minute: int | None = None,
     max_events_per_hour: int | None = None,
     source: str | None = None,
+    count_before: int | None = None,
 ) -> pa.Table:
     """The rows :func:`clean_events` keeps before its ``rare_item`` step (after ``missing_field``
     … ``bot_user``, the rules that look at one user's events only)."""
@@ -664,6 +699,7 @@ def per_user_kept(
         max_events_per_hour=max_events_per_hour,
         min_item_support=1,
         source=source,
+        count_before=count_before,
     )
     return kept.data.table
 
@@ -674,9 +710,13 @@ def count_item_support(events: datasets.Dataset | pa.Table, **rules: Any) -> pa.
 
     These rules only look at one user's events, so for a log partitioned by user the global support
     is the sum over partitions (``pa.concat_tables`` then group by ``item_id``), which
-    ``clean_events(..., item_support=...)`` then applies to each partition.
+    ``clean_events(..., item_support=...)`` then applies to each partition. With ``count_before``
+    in ``rules`` only the events before it are counted (items without one are absent).
     """
-    counted = pc.value_counts(per_user_kept(events, **rules).column("item_id"))
+    kept = per_user_kept(events, **rules)
+    if rules.get("count_before") is not None:
+        kept = kept.filter(pc.less(kept.column("timestamp"), int(rules["count_before"])))
+    counted = pc.value_counts(kept.column("item_id"))
     return pa.table({"item_id": counted.field("values"), "count": counted.field("counts")})
 
 
@@ -710,17 +750,23 @@ def _pass_of(values: pa.ChunkedArray, keys: pa.ChunkedArray, passes: pa.ChunkedA
     return lookup[where.to_numpy(zero_copy_only=False)]
 
 
-def k_core(partitions: Iterable[pa.Table], *, min_item_support: int, min_user_events: int) -> KCore:
+def k_core(
+    partitions: Iterable[pa.Table], *, min_item_support: int, min_user_events: int, count_before: int | None = None
+) -> KCore:
     """The k-core of a log given one user partition at a time (:func:`per_user_kept` rows, at least
-    ``user_id`` and ``item_id``; every user in one partition only).
+    ``user_id`` and ``item_id``, and ``timestamp`` with ``count_before``; every user in one
+    partition only).
 
     Holds one (user code, item code) pair of int32 per row plus the distinct items and users, not
-    the events, and repeats ``rare_item`` then ``short_user`` as ``clean_events(k_core=True)`` does.
+    the events, and repeats ``rare_item`` then ``short_user`` as ``clean_events(k_core=True)`` does
+    (with ``count_before``, as ``clean_events(k_core=True, count_before=...)`` does).
     """
     catalog = pa.array([], pa.string())
-    user_ids, user_codes, item_codes = [], [], []
+    user_ids, user_codes, item_codes, early_parts = [], [], [], []
     users_so_far = 0
     for part in partitions:
+        if count_before is not None:
+            early_parts.append(_combine(pc.less(part.column("timestamp"), int(count_before))).to_numpy(zero_copy_only=False))
         items = _combine(part.column("item_id"))
         new = pc.unique(items.filter(pc.invert(pc.is_in(items, value_set=catalog))))
         catalog = pa.concat_arrays([catalog, new])
@@ -734,14 +780,25 @@ def k_core(partitions: Iterable[pa.Table], *, min_item_support: int, min_user_ev
     item_pass = np.full(len(catalog), NEVER, dtype=np.int32)
     user_pass = np.full(users_so_far, NEVER, dtype=np.int32)
     keep = np.ones(len(items), dtype=bool)
+    early = np.concatenate(early_parts) if early_parts else None
+    judged_items = judged_users = None
+    if early is not None:  # items / users without an event before count_before are not judged
+        judged_items = np.bincount(items[early], minlength=len(catalog)) > 0
+        judged_users = np.bincount(users[early], minlength=users_so_far) > 0
     num_passes = 0
     while keep.any():
-        rare = np.bincount(items[keep], minlength=len(catalog)) < min_item_support
+        counted = keep if early is None else keep & early
+        rare = np.bincount(items[counted], minlength=len(catalog)) < min_item_support
+        if judged_items is not None:
+            rare &= judged_items
         item_pass[rare & (item_pass == NEVER)] = num_passes
         dropped = keep & rare[items]
         keep &= ~dropped
         if min_user_events > 1:
-            short = np.bincount(users[keep], minlength=users_so_far) < min_user_events
+            counted = keep if early is None else keep & early
+            short = np.bincount(users[counted], minlength=users_so_far) < min_user_events
+            if judged_users is not None:
+                short &= judged_users
             user_pass[short & (user_pass == NEVER)] = num_passes
             dropped |= keep & short[users]
             keep &= ~short[users]

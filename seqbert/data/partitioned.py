@@ -16,9 +16,10 @@ order) while holding only one partition in memory at a time:
    ``k_core`` the whole log's iterative k-core is computed instead (:func:`~seqbert.data.cleaning.k_core`,
    on one int32 (user, item) code pair per event) and each partition replays its passes.
 3. **Per partition**: clean → sequences (→ collapse repeated views) → split, written to disk.
-   A temporal split with fraction cutoffs needs global time quantiles: the cleaned timestamps of
-   all partitions are gathered first (8 bytes per event; pass explicit ``validation_start`` /
-   ``test_start`` for a fully bounded run) and the cutoffs computed exactly as in memory.
+   A temporal split with fraction cutoffs needs global time quantiles of the input events: their
+   timestamps are gathered from the partitions before cleaning (8 bytes per event; pass explicit
+   ``validation_start`` / ``test_start`` for a fully bounded run) and the cutoffs computed exactly
+   as in memory. The count rules then count only events before ``validation_start``, as in memory.
 4. **Merge**: every output table is sorted by ``user_id`` within a partition; a k-way merge on
    ``user_id`` (in chunks of rows) restores the global order of the in-memory path. Drop reports
    and protocol counts are summed; the tokenizer vocabulary comes from summed train item counts;
@@ -381,7 +382,13 @@ def prepare_partitioned(
     Returns:
         The :class:`~seqbert.prepared.PreparedData`, loaded (memory-mapped) from ``output_dir``.
     """
-    from ..prepare import PrepareOptions, check_input_hash, file_digest, temporal_cutoffs  # prepare imports data modules
+    from ..prepare import (  # prepare imports data modules
+        PrepareOptions,
+        check_input_hash,
+        count_rules_protocol,
+        file_digest,
+        temporal_cutoffs,
+    )
 
     options = options or PrepareOptions()
     if output_dir is None:
@@ -412,6 +419,19 @@ def prepare_partitioned(
             source[algorithm] = file_digest(source["path"], algorithm)
         step(f"partitioned {parts.input_rows:,} events into {num_partitions} partitions")
 
+        # Temporal split: cutoffs from the input events' times (as in memory), before any cleaning,
+        # because the count rules then see only the events before the first cutoff.
+        cutoffs = None
+        if options.split == "temporal":
+            if options.test_start is None:
+                times = [_read_file(file).column("timestamp").drop_null().to_numpy() for file in parts.files]
+                all_times = np.concatenate(times) if times else np.zeros(0, dtype=np.int64)
+                cutoffs = temporal_cutoffs(pa.table({"timestamp": all_times}), options)
+                del times, all_times
+            else:
+                cutoffs = temporal_cutoffs(pa.table({"timestamp": pa.array([], pa.int64())}), options)
+            step(f"temporal cutoffs {cutoffs}")
+        count_before = cutoffs[0] if cutoffs is not None else None
         clean_kwargs = dict(
             min_user_events=options.min_user_events,
             deduplicate=options.deduplicate,
@@ -419,14 +439,23 @@ def prepare_partitioned(
             **_rate_options(options),
             min_item_support=options.min_item_support,
             source=source_name,
+            count_before=count_before,
             **options.clean,
         )
         support = None
         rules = dict(deduplicate=options.deduplicate, max_events_per_user=options.max_events_per_user)
-        rules.update(_rate_options(options))
+        rules.update(_rate_options(options), count_before=count_before)
         if options.min_item_support > 1 and getattr(options, "k_core", False):
-            pairs = (per_user_kept(_read_file(file), **rules).select(["user_id", "item_id"]) for file in parts.files)
-            core = k_core(pairs, min_item_support=options.min_item_support, min_user_events=options.min_user_events)
+            pairs = (
+                per_user_kept(_read_file(file), **rules).select(["user_id", "item_id", "timestamp"])
+                for file in parts.files
+            )
+            core = k_core(
+                pairs,
+                min_item_support=options.min_item_support,
+                min_user_events=options.min_user_events,
+                count_before=count_before,
+            )
             clean_kwargs["core"] = core
             step(f"k-core of the whole log: {core.num_passes} pass(es), {core.items.num_rows:,} items dropped")
         elif options.min_item_support > 1:
@@ -435,35 +464,17 @@ def prepare_partitioned(
                 support = _sum_counts(support, counted, "item_id")
             step(f"global item support counted ({support.num_rows:,} items)")
 
-        needs_cutoffs = options.split == "temporal" and options.test_start is None
-        cutoffs = None
-        if options.split == "temporal" and not needs_cutoffs:
-            cutoffs = temporal_cutoffs(_dataset(pa.table({"timestamp": pa.array([], pa.int64())})), options)
         outputs = [_PartOutput() for _ in parts.files]
         totals = _Totals()
-        timestamps: list[np.ndarray] | None = [] if needs_cutoffs else None
         for k, file in enumerate(parts.files):
             out = outputs[k]
-            sequences = _clean_and_sequence(_read_file(file), options, clean_kwargs, support, out, timestamps)
+            sequences = _clean_and_sequence(_read_file(file), options, clean_kwargs, support, out)
             file.unlink()
             if sequences is None:
                 continue
-            if needs_cutoffs:
-                out.files["sequences"] = _write_file(sequences, work / f"sequences-{k:05d}.arrow")
-            else:
-                _split_part(sequences, options, cutoffs, out, work, k)
-                totals.add(out)
+            _split_part(sequences, options, cutoffs, out, work, k)
+            totals.add(out)
             step(f"partition {k + 1}/{len(parts.files)} prepared ({out.report.input_rows:,} events)")
-
-        if needs_cutoffs:
-            all_times = np.concatenate(timestamps) if timestamps else np.zeros(0, dtype=np.int64)
-            cutoffs = temporal_cutoffs(_dataset(pa.table({"timestamp": all_times})), options)
-            del all_times, timestamps
-            for k, out in enumerate(outputs):
-                if "sequences" in out.files:
-                    _split_part(_read_file(out.files["sequences"]), options, cutoffs, out, work, k)
-                    totals.add(out)
-            step(f"temporal cutoffs {cutoffs}; partitions split")
 
         live = [out for out in outputs if out.protocol is not None]
         if not live:
@@ -491,6 +502,7 @@ def prepare_partitioned(
             source=dict(source or {}),
             options=asdict(options),
             vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
+            count_rules=count_rules_protocol(count_before),
             partitioning={"num_partitions": num_partitions, "partition": "stable_hash64(user_id) % num_partitions"},
         )
         statistics = {key: _merge_statistics(totals.pieces[key]) for key in ("all", "train")}
@@ -567,17 +579,13 @@ def _clean_and_sequence(
     clean_kwargs: dict[str, Any],
     support: pa.Table | None,
     out: _PartOutput,
-    timestamps: list[np.ndarray] | None,
 ) -> pa.Table | None:
-    """Clean one partition and build its sequences (as :func:`seqbert.prepare.prepare_events` does);
-    append the cleaned timestamps to ``timestamps`` (temporal cutoffs) unless it is None."""
+    """Clean one partition and build its sequences (as :func:`seqbert.prepare.prepare_events` does)."""
     from .sequences import build_sequences, collapse_repeated_views, drop_short_sequences
 
     cleaned, report = clean_events(events, item_support=support, **clean_kwargs)
     del events
     out.report = report
-    if timestamps is not None:
-        timestamps.append(to_arrow(cleaned).column("timestamp").to_numpy())
     if cleaned.num_rows == 0:
         # prepare_events would apply these steps to the other partitions' users: count them as zero.
         if options.collapse_repeated_views:
@@ -589,7 +597,9 @@ def _clean_and_sequence(
     if options.collapse_repeated_views:
         sequences, collapsed = collapse_repeated_views(sequences, within_session=options.collapse_within_session)
         report.add("collapsed_repeat_view", collapsed)
-        sequences, short_events, _ = drop_short_sequences(sequences, options.min_user_events)
+        sequences, short_events, _ = drop_short_sequences(
+            sequences, options.min_user_events, count_before=clean_kwargs.get("count_before")
+        )
         report.add("short_user", short_events)
         report.check()
         if sequences.num_rows == 0:

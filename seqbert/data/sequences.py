@@ -271,15 +271,31 @@ def _renumber_sessions(table: pa.Table) -> pa.Table:
     return table.set_column(index, "session_index", values)
 
 
-def drop_short_sequences(sequences: Dataset, min_events: int) -> tuple[Dataset, int, int]:
+def events_before(table: pa.Table, cutoff: int) -> np.ndarray:
+    """Per row of a sequences table: how many events are strictly before ``cutoff`` (a prefix:
+    each row is sorted by time)."""
+    timestamps = contiguous(table.column("timestamps")).flatten().to_numpy()
+    offsets = list_offsets(table.column("timestamps"))
+    before = np.concatenate([[0], np.cumsum(timestamps < cutoff)])
+    return before[offsets[1:]] - before[offsets[:-1]]
+
+
+def drop_short_sequences(
+    sequences: Dataset, min_events: int, *, count_before: int | None = None
+) -> tuple[Dataset, int, int]:
     """Drop users with fewer than ``min_events`` events: (sequences, events dropped, users dropped).
 
     Used after :func:`collapse_repeated_views`, which can take a user below ``min_user_events``;
-    the events go to the drop report as ``short_user``.
+    the events go to the drop report as ``short_user``. With ``count_before`` only the events before
+    it count, and users without one are kept (as :func:`~seqbert.data.cleaning.clean_events` does).
     """
     table = to_arrow(sequences)
     lengths = np.diff(list_offsets(table.column("item_ids")))
-    short = lengths < min_events
+    if count_before is None:
+        short = lengths < min_events
+    else:
+        counted = events_before(table, int(count_before))
+        short = (counted < min_events) & (counted > 0)
     if not short.any():
         return sequences, 0, 0
     return from_arrow(table.filter(pa.array(~short))), int(lengths[short].sum()), int(short.sum())
@@ -369,6 +385,7 @@ __all__ = [
     "build_sequences",
     "collapse_repeated_views",
     "drop_short_sequences",
+    "events_before",
     "list_columns",
     "prefix_statistics",
     "sequence_statistics",

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
 from .arrow import contiguous, from_arrow, list_offsets, take_list_elements, take_prefixes, to_arrow
-from .sequences import list_columns
+from .sequences import events_before, list_columns
 
 logger = logging.getLogger(__name__)
 
@@ -26,16 +26,8 @@ TARGET_COLUMNS = {"item_ids": "target_item_id", "event_types": "target_event_typ
 
 def history_before(table: pa.Table, cutoff: int) -> tuple[pa.Table, np.ndarray]:
     """Each row's events strictly before ``cutoff``, and how many there are per row."""
-    counts = _count_before(table, cutoff)
+    counts = events_before(table, cutoff)
     return take_prefixes(table, np.arange(table.num_rows), counts, list_columns(table)), counts
-
-
-def _count_before(table: pa.Table, cutoff: int) -> np.ndarray:
-    """Per row: how many events are strictly before ``cutoff`` (a prefix: rows are sorted by time)."""
-    timestamps = contiguous(table.column("timestamps")).flatten().to_numpy()
-    offsets = list_offsets(table.column("timestamps"))
-    before = np.concatenate([[0], np.cumsum(timestamps < cutoff)])
-    return before[offsets[1:]] - before[offsets[:-1]]
 
 
 def _with_targets(source: pa.Table, rows: np.ndarray, history_lengths: np.ndarray, flat_index: np.ndarray) -> Dataset:
@@ -179,7 +171,7 @@ def temporal_split(
     timestamps = contiguous(table.column("timestamps")).flatten().to_numpy()
     columns = list_columns(table)
     train_end = validation_start if validation_start is not None else test_start
-    train_counts = _count_before(table, train_end)
+    train_counts = events_before(table, train_end)
     train_rows = np.flatnonzero(train_counts > 0)
 
     splits = {"train": from_arrow(take_prefixes(table, train_rows, train_counts[train_rows], columns))}
@@ -187,7 +179,7 @@ def temporal_split(
     if validation_start is not None:
         windows.insert(0, ("validation", validation_start, test_start))
     for name, start, end in windows:
-        counts = _count_before(table, start)
+        counts = events_before(table, start)
         first_after = offsets[:-1] + counts  # flat index of the first event at/after `start`
         has_target = first_after < offsets[1:]
         target_time = timestamps[np.minimum(first_after, len(timestamps) - 1)]
