@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", help="Event log in a format `seqbert prepare` reads (e.g. Beauty.txt).")
     parser.add_argument("--dataset-format", default=None, help="Public-dataset format name for `seqbert prepare` (e.g. amazon_s3rec).")
+    parser.add_argument(
+        "--format-option", action="append", metavar="NAME=VALUE",
+        help="Passed to `seqbert prepare --format-option` (repeatable), e.g. attribute_index=all for every S3-Rec "
+        "item attribute (then train with --item_categories --item_category_separator '|').",
+    )
     parser.add_argument("--work-dir", required=True, help="Folder for prepared data, model folders, results and the plot.")
     parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="Models to train.")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Training seeds (one run per model and seed).")
@@ -82,6 +87,8 @@ def prepare(args: argparse.Namespace, folder: Path) -> None:
                "--split", "leave_one_out", "--min-user-events", "1", "--min-item-support", "1"]  # fmt: skip
     if args.dataset_format:
         command += ["--dataset-format", args.dataset_format]
+    for option in args.format_option or ():
+        command += ["--format-option", option]
     logger.info("prepare: %s", " ".join(command))
     subprocess.run(command, check=True, stdout=sys.stderr)  # stdout carries only the JSON lines
 

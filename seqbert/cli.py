@@ -46,6 +46,12 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
         + describe_formats() + ".",
     )
     parser.add_argument(
+        "--format-option", action="append", metavar="NAME=VALUE",
+        help="An option of the --dataset-format reader; repeatable. Values are read as YAML scalars (numbers stay "
+        "numbers). Examples: --format-option attribute_index=all (amazon_s3rec: every item attribute, joined by '|'), "
+        "--format-option buys_path=yoochoose-buys.dat (yoochoose).",
+    )
+    parser.add_argument(
         "--column", action="append", metavar="CANONICAL=FILE_COLUMN",
         help="Map a canonical column (user_id, item_id, event_type, timestamp, category, price, query, session_id, "
         "quantity) to the file's column name; repeatable. Example: --column user_id=visitorid",
@@ -209,6 +215,12 @@ def run_prepare(args: argparse.Namespace) -> dict:
     }
     if args.schema:
         read_options = merge_schema_file(args.schema, read_options, defaults=_prepare_defaults())
+    if args.format_option:
+        if not args.dataset_format:
+            raise SystemExit("seqbert prepare: error: --format-option applies with --dataset-format only.")
+        import yaml
+
+        read_options.update({key: yaml.safe_load(value) for key, value in _pairs(args.format_option, "--format-option").items()})
     if args.partitions:
         if args.dataset_format:
             raise SystemExit("seqbert prepare: error: --partitions reads generic files; it does not take --dataset-format.")

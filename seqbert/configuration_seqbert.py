@@ -52,6 +52,7 @@ class SeqBertConfig(PretrainedConfig):
     loss_type: str = "full"  # item loss: "full" softmax over the catalog | "sampled" softmax with log-Q correction
     num_negatives: int = 1024  # shared negatives per batch when loss_type == "sampled"
     num_item_categories: int = 0  # > 0: add a learned category (e.g. brand) embedding to every item, in and out
+    categories_per_item: int = 1  # > 1: each item has up to this many categories (brand, category path ...), summed
     classifier_dropout: float | None = None
     # Item-candidate classification (click / item conversion), SeqBertForSequenceClassification only:
     candidate_match: bool = False  # learned embedding of each event's match with the candidate (item / category)
@@ -79,6 +80,8 @@ class SeqBertConfig(PretrainedConfig):
             raise ValueError(f"loss_type must be 'full' or 'sampled', got {self.loss_type!r}.")
         if self.num_item_categories < 0:
             raise ValueError(f"num_item_categories must be >= 0, got {self.num_item_categories}.")
+        if self.categories_per_item < 1:
+            raise ValueError(f"categories_per_item must be >= 1, got {self.categories_per_item}.")
         if self.num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}.")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -137,13 +137,16 @@ class SeqBertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.max_positions = config.max_position_embeddings
         if config.num_item_categories:
-            # Category 0 = none (special tokens, items without one). The item -> category table is part
-            # of the checkpoint (a persistent buffer), so a saved model needs no side file.
+            # Category 0 = none (special tokens, items without one, unused slots). The item -> category
+            # table is part of the checkpoint (a persistent buffer), so a saved model needs no side file.
             self.category_embeddings = nn.Embedding(config.num_item_categories + 1, config.hidden_size, padding_idx=0)
-            self.register_buffer("item_category_ids", torch.zeros(config.vocab_size, dtype=torch.long))
+            per_item = getattr(config, "categories_per_item", 1)
+            shape = (config.vocab_size,) if per_item == 1 else (config.vocab_size, per_item)
+            self.register_buffer("item_category_ids", torch.zeros(shape, dtype=torch.long))
 
     def set_item_categories(self, category_ids: torch.Tensor) -> None:
-        """Item token id -> category id in ``[0, num_item_categories]`` (0 = none), shape `(vocab_size,)`."""
+        """Item token id -> category id in ``[0, num_item_categories]`` (0 = none), shape `(vocab_size,)`, or
+        `(vocab_size, categories_per_item)` when items have several categories (unused slots 0)."""
         if not hasattr(self, "item_category_ids"):
             raise ValueError("this model has no category embeddings (config.num_item_categories == 0).")
         category_ids = torch.as_tensor(category_ids, dtype=torch.long)
@@ -153,11 +156,16 @@ class SeqBertEmbeddings(nn.Module):
             raise ValueError(f"category ids must lie in [0, {self.category_embeddings.num_embeddings - 1}].")
         self.item_category_ids.copy_(category_ids)
 
+    def category_vectors(self, token_ids: torch.Tensor | slice) -> torch.Tensor:
+        """Sum of the category embeddings of each token id's item (one or several categories)."""
+        vectors = self.category_embeddings(self.item_category_ids[token_ids])
+        return vectors.sum(-2) if self.item_category_ids.dim() == 2 else vectors
+
     def item_vectors(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Item embedding (+ its category's embedding when enabled) of each token id."""
+        """Item embedding (+ its categories' embeddings when enabled) of each token id."""
         vectors = self.item_embeddings(input_ids)
         if hasattr(self, "item_category_ids"):
-            vectors = vectors + self.category_embeddings(self.item_category_ids[input_ids])
+            vectors = vectors + self.category_vectors(input_ids)
         return vectors
 
     def forward(
@@ -502,7 +510,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         weight = self.head.decoder.weight[items]
         embeddings = self.seqbert.embeddings
         if hasattr(embeddings, "item_category_ids"):
-            weight = weight + embeddings.category_embeddings(embeddings.item_category_ids[items])
+            weight = weight + embeddings.category_vectors(items)
         return weight
 
     def item_output_rows(self, columns: torch.Tensor) -> torch.Tensor:
@@ -513,7 +521,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         tokens = columns + self.config.num_special_tokens
         rows = F.embedding(tokens, self.head.decoder.weight, sparse=embeddings.item_embeddings.sparse)
         if hasattr(embeddings, "item_category_ids"):
-            rows = rows + embeddings.category_embeddings(embeddings.item_category_ids[tokens])
+            rows = rows + embeddings.category_vectors(tokens)
         return rows
 
     def item_output_bias(self) -> torch.Tensor:

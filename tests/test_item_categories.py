@@ -75,3 +75,48 @@ def test_set_item_categories_validates():
         small_model(0).seqbert.embeddings.set_item_categories(torch.zeros(15, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
         small_model(2).seqbert.embeddings.set_item_categories(torch.full((15,), 3))
+
+
+def test_category_table_with_a_separator_keeps_every_category_of_an_item():
+    tokenizer = tokenizer_for(["a", "b", "c"])
+    train = train_split([
+        (["a", "b", "a"], ["brand1|face|cream", "brand2|hair", "brand1|face"]),
+        (["c", "b"], [None, "brand2| hair |"]),
+    ])  # fmt: skip
+    table, num_categories = item_category_table(train, tokenizer, separator="|")
+    ids = dict(zip(["a", "b", "c"], tokenizer.item_token_ids(["a", "b", "c"]).tolist()))
+    names = ["brand1", "brand2", "cream", "face", "hair"]  # ids 1..5 in sorted order; spaces and empty parts dropped
+    assert num_categories == 5 and table.shape == (tokenizer.vocab_size, 3)
+    decoded = {item: [names[k - 1] for k in table[ids[item]].tolist() if k] for item in ids}
+    assert decoded == {"a": ["brand1", "face", "cream"], "b": ["brand2", "hair"], "c": []}  # most frequent first
+    assert (table[: tokenizer.num_special_tokens] == 0).all()
+    capped, _ = item_category_table(train, tokenizer, separator="|", max_per_item=2)
+    assert capped.shape == (tokenizer.vocab_size, 2) and capped[ids["a"]].tolist() == table[ids["a"], :2].tolist()
+
+
+def test_several_categories_per_item_are_summed_in_and_out(tmp_path):
+    torch.manual_seed(0)
+    config = SeqBertConfig(
+        vocab_size=15, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+        max_position_embeddings=8, num_item_categories=3, categories_per_item=2,
+    )  # fmt: skip
+    model = SeqBertForMaskedBehaviorModeling(config).eval()
+    table = torch.zeros(15, 2, dtype=torch.long)
+    table[5] = torch.tensor([1, 3])
+    table[6] = torch.tensor([2, 0])
+    embeddings = model.seqbert.embeddings
+    embeddings.set_item_categories(table)
+    category = embeddings.category_embeddings.weight
+    torch.testing.assert_close(embeddings.item_vectors(torch.tensor([5]))[0], embeddings.item_embeddings.weight[5] + category[1] + category[3])
+    torch.testing.assert_close(embeddings.item_vectors(torch.tensor([6]))[0], embeddings.item_embeddings.weight[6] + category[2])
+    weights = model.item_output_weights()
+    torch.testing.assert_close(weights[0], model.head.decoder.weight[5] + category[1] + category[3])
+    torch.testing.assert_close(model.item_output_rows(torch.tensor([0, 1])), weights[:2])
+    batch = {"input_ids": torch.tensor([[5, 6, 1]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    scores = model.next_item_scores(**batch)
+    model.save_pretrained(tmp_path)
+    loaded = SeqBertForMaskedBehaviorModeling.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.seqbert.embeddings.item_category_ids, table)
+    torch.testing.assert_close(loaded.next_item_scores(**batch), scores)
+    with pytest.raises(ValueError, match="expected"):
+        embeddings.set_item_categories(torch.zeros(15, dtype=torch.long))

@@ -150,6 +150,17 @@ class PretrainArguments:
                   "brand for Amazon S3-Rec data; an item's most frequent category in the train split) to the item, "
                   "on the input and on the output side. Helps items with few events share what they have in common."},
     )
+    item_category_separator: str | None = field(
+        default=None,
+        metadata={"help": "With --item_categories: split each category value on this string into several categories "
+                  "of the item (e.g. '|' for brand|category|sub-category, as `seqbert prepare --dataset-format "
+                  "amazon_s3rec --format-option attribute_index=all` writes it, or '>' for a category path). The item "
+                  "gets the sum of their embeddings: every category the train split shows with it, at most "
+                  "--max_categories_per_item (the most frequent first)."},
+    )
+    max_categories_per_item: int = field(
+        default=8, metadata={"help": "With --item_category_separator: the most categories one item keeps."}
+    )
     label_weighting: str = field(
         default="batch",
         metadata={"choices": ["batch", "dataset"], "help": "batch: the loss is the mean over each batch's labelled positions, so every batch weighs the "

@@ -51,16 +51,28 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainingArguments, ModelA
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def item_category_table(train, tokenizer) -> tuple[torch.Tensor, int]:
-    """Item token id -> category id (1..C, 0 = none) from the train split: each item's most frequent
-    category (ties: the first in sorted category order), and C. Specials and items never seen with a
-    category get 0."""
+def item_category_table(
+    train, tokenizer, separator: str | None = None, max_per_item: int = 8
+) -> tuple[torch.Tensor, int]:
+    """Item token id -> category ids (1..C, 0 = none) from the train split, and C.
+
+    Without ``separator``: each item's most frequent category (ties: the first in sorted category
+    order), shape `(vocab_size,)`. With it, each category value is split into several categories
+    and an item gets every one the train split shows with it, the most frequent first (ties: sorted
+    order), at most ``max_per_item``: shape `(vocab_size, K)`, K the most any item has, unused slots
+    0. Specials and items never seen with a category get 0.
+    """
     if "categories" not in train.column_names:
         raise ValueError("--item_categories needs a `category` column in the prepared data (none was read).")
     table = train.with_format("arrow")[:]
     items = table.column("item_ids").combine_chunks().flatten()
     categories = table.column("categories").combine_chunks().flatten().cast(pa.string())
     tokens = tokenizer.item_token_ids(items)
+    if separator:
+        parts = pc.split_pattern(categories, separator)
+        tokens = np.repeat(tokens, pc.fill_null(pc.list_value_length(parts), 0).to_numpy(zero_copy_only=False))
+        categories = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+        categories = pc.if_else(pc.equal(categories, ""), pa.scalar(None, pa.string()), categories)
     encoded = pc.dictionary_encode(categories)
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     num_categories = len(encoded.dictionary)
@@ -72,16 +84,28 @@ def item_category_table(train, tokenizer) -> tuple[torch.Tensor, int]:
     pairs, counts = np.unique(tokens[keep] * num_categories + rank[codes[keep]], return_counts=True)
     pair_tokens, pair_categories = pairs // num_categories, pairs % num_categories
     order = np.lexsort((pair_categories, -counts, pair_tokens))  # per token: most frequent, then lowest id
-    first = order[np.r_[True, pair_tokens[order][1:] != pair_tokens[order][:-1]]]
-    table_ids = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-    table_ids[pair_tokens[first]] = pair_categories[first] + 1
+    pair_tokens, pair_categories = pair_tokens[order], pair_categories[order]
+    starts = np.r_[True, pair_tokens[1:] != pair_tokens[:-1]]
+    slot = np.arange(len(pair_tokens)) - np.maximum.accumulate(np.where(starts, np.arange(len(pair_tokens)), 0))
+    if not separator:
+        table_ids = np.zeros(tokenizer.vocab_size, dtype=np.int64)
+        table_ids[pair_tokens[starts]] = pair_categories[starts] + 1
+        return torch.from_numpy(table_ids), num_categories
+    width = int(min(slot.max() + 1, max_per_item))
+    kept = slot < width
+    table_ids = np.zeros((tokenizer.vocab_size, width), dtype=np.int64)
+    table_ids[pair_tokens[kept], slot[kept]] = pair_categories[kept] + 1
     return torch.from_numpy(table_ids), num_categories
 
 
 def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArguments, max_length: int, train=None):
     if pre_args.init_from:
         return SeqBertForMaskedBehaviorModeling.from_pretrained(pre_args.init_from)
-    categories, num_categories = item_category_table(train, tokenizer) if pre_args.item_categories else (None, 0)
+    categories, num_categories = (
+        item_category_table(train, tokenizer, pre_args.item_category_separator, pre_args.max_categories_per_item)
+        if pre_args.item_categories
+        else (None, 0)
+    )
     config = SeqBertConfig(
         vocab_size=tokenizer.vocab_size,
         num_special_tokens=tokenizer.num_special_tokens,
@@ -96,6 +120,7 @@ def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArgumen
         loss_type=pre_args.loss_type,
         num_negatives=pre_args.num_negatives,
         num_item_categories=num_categories,
+        categories_per_item=1 if categories is None or categories.dim() == 1 else categories.shape[1],
         **vars(model_args),
     )
     model = SeqBertForMaskedBehaviorModeling(config)
@@ -204,6 +229,10 @@ def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
 
 def main(argv: list[str] | None = None) -> dict:
     args, model_args, pre_args = parse_args(argv)
+    if pre_args.item_category_separator and not pre_args.item_categories:
+        raise ValueError("--item_category_separator applies with --item_categories only.")
+    if pre_args.max_categories_per_item < 1:
+        raise ValueError(f"--max_categories_per_item must be >= 1, got {pre_args.max_categories_per_item}.")
     accelerator = make_accelerator(args)
     logger.info("processes=%d device=%s mixed_precision=%s", accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
     data = PreparedData.load(args.data_dir)

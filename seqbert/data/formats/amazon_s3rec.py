@@ -34,7 +34,10 @@ Mapping to the canonical schema
       item's list (default 0, the first). S3-Rec lists the brand first when the item has one, then
       the sub-categories, so the first attribute is usually the brand; ``attribute_index=-1``
       takes the last one (usually the most specific category). Items without attributes, or with
-      fewer than needed, get a null category. ``attributes_path="auto"`` (the default) uses
+      fewer than needed, get a null category. ``attribute_index="all"`` keeps every attribute,
+      joined by ``|`` in the file's order (``1|2|3``): ``seqbert.training.pretrain
+      --item_categories --item_category_separator '|'`` then gives an item all of them.
+      ``attributes_path="auto"`` (the default) uses
       ``<stem>_item2attributes.json`` next to the sequence file if it exists; ``None`` skips it.
     * A user on two lines is an error (the surrogate times would collide); lines with a user but
       no items produce no events (a warning counts them).
@@ -93,8 +96,25 @@ def _read_lines(src: _common.Source) -> pa.Array:
     return table.column("line").combine_chunks()
 
 
-def _read_attributes(path: Path, attribute_index: int) -> tuple[pa.Array, pa.Array]:
-    """(item ids, attribute id at ``attribute_index`` or null) from ``<stem>_item2attributes.json``."""
+ATTRIBUTE_SEPARATOR = "|"
+"""Joins an item's attributes into its category with ``attribute_index="all"``."""
+
+
+def _attribute_index(value: int | str) -> int | None:
+    """``attribute_index`` as an int, or None for ``"all"``."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise EventDataError(
+            f"attribute_index={value!r} is neither an integer nor 'all'", fix="pass e.g. attribute_index=0, -1 or all."
+        ) from None
+
+
+def _read_attributes(path: Path, attribute_index: int | None) -> tuple[pa.Array, pa.Array]:
+    """(item ids, attribute id at ``attribute_index`` or null; all of them joined by
+    :data:`ATTRIBUTE_SEPARATOR` when it is None) from ``<stem>_item2attributes.json``."""
     display = str(path)
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -122,6 +142,9 @@ def _read_attributes(path: Path, attribute_index: int) -> tuple[pa.Array, pa.Arr
                 path=display,
                 fix="pass the original <Category>_item2attributes.json.",
             ) from None
+    if attribute_index is None:
+        joined = pc.binary_join(lists, ATTRIBUTE_SEPARATOR)
+        return items, pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()), joined)
     lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     offsets = lists.offsets.to_numpy().astype(np.int64)
     position = attribute_index if attribute_index >= 0 else lengths + attribute_index
@@ -137,7 +160,7 @@ def read_amazon_s3rec(
     path: str | Path,
     *,
     attributes_path: str | Path | None = "auto",
-    attribute_index: int = 0,
+    attribute_index: int | str = 0,
     event_type: str = "purchase",
     base_timestamp: int = SURROGATE_BASE_TIMESTAMP,
     step_seconds: int = 1,
@@ -147,6 +170,7 @@ def read_amazon_s3rec(
 ) -> datasets.Dataset:
     """S3-Rec ``<Category>.txt`` (+ ``<Category>_item2attributes.json``); surrogate, order-only timestamps."""
     _common.check_policies(unknown_events, bad_timestamps)
+    index = _attribute_index(attribute_index)
     if event_type not in EVENT_TYPES:
         raise EventDataError(
             f"event_type={event_type!r} is not a canonical event type", fix=f"use one of {', '.join(EVENT_TYPES)}."
@@ -201,7 +225,7 @@ def read_amazon_s3rec(
     files = [src.path]
     attributes = _common.companion(Path(path), attributes_path, default_attributes_path)
     if attributes is not None:
-        keys, chosen = _read_attributes(attributes, int(attribute_index))
+        keys, chosen = _read_attributes(attributes, index)
         raw["category"] = chosen.take(pc.index_in(items, value_set=keys))
         files.append(attributes)
     table = _common.assemble(
@@ -213,7 +237,7 @@ def read_amazon_s3rec(
     )
     options = {
         "attributes": str(attributes) if attributes else None,
-        "attribute_index": int(attribute_index),
+        "attribute_index": "all" if index is None else index,
         "event_type": event_type,
         "base_timestamp": int(base_timestamp),
         "step_seconds": int(step_seconds),
@@ -224,4 +248,4 @@ def read_amazon_s3rec(
     return _common.to_dataset(table, "amazon_s3rec", files, options)
 
 
-__all__ = ["SURROGATE_BASE_TIMESTAMP", "default_attributes_path", "read_amazon_s3rec"]
+__all__ = ["ATTRIBUTE_SEPARATOR", "SURROGATE_BASE_TIMESTAMP", "default_attributes_path", "read_amazon_s3rec"]
