@@ -24,6 +24,7 @@ from seqbert.data.formats import FORMATS, read_dataset
 from seqbert.data.formats.amazon_s3rec import SURROGATE_BASE_TIMESTAMP
 from seqbert.data.readers import BAD_TIMESTAMP_MARKER, ROW_INDEX, UNKNOWN_EVENT_MARKER
 from seqbert.data.schema import ARROW_TYPES, EVENT_TYPES, REQUIRED_COLUMNS
+from seqbert.prepared import PreparedData
 
 SHARED = Path("/work/shared/data")
 TAOBAO_HEAD = SHARED / "taobao_userbehavior/complete_histories_head_43users.csv"
@@ -360,6 +361,17 @@ def test_amazon_s3rec_small_files(tmp_path):
     write(tmp_path / "Toys_item2attributes.json", json.dumps({"a": [7, 8], "c": []}))
     assert read_dataset("amazon_s3rec", path)["category"] == ["7", None, None, None]
     assert "category" not in read_dataset("amazon_s3rec", path, attributes_path=None).column_names
+    # Every attribute, joined by "|" in the file's order (the model splits it again).
+    assert read_dataset("amazon_s3rec", path, attribute_index="all")["category"] == ["7|8", None, None, None]
+    with pytest.raises(EventDataError, match="neither an integer nor 'all'"):
+        read_dataset("amazon_s3rec", path, attribute_index="first")
+    out = tmp_path / "prepared"
+    argv = ["prepare", str(path), "--dataset-format", "amazon_s3rec", "--format-option", "attribute_index=all",
+            "--min-user-events", "1", "--output-dir", str(out)]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert PreparedData.load(out).sequences.to_dict()["categories"][0] == ["7|8", None, None]
+    with pytest.raises(SystemExit, match="--dataset-format only"):
+        cli_main(["prepare", str(path), "--format-option", "attribute_index=all", "--output-dir", str(out)])
     write(path, "10 a b\n11 c\n10 d\n")
     with pytest.raises(EventDataError, match=r"user '10' has two lines \(data rows 1 and 3\)"):
         read_dataset("amazon_s3rec", path)

@@ -120,3 +120,32 @@ def test_several_categories_per_item_are_summed_in_and_out(tmp_path):
     torch.testing.assert_close(loaded.next_item_scores(**batch), scores)
     with pytest.raises(ValueError, match="expected"):
         embeddings.set_item_categories(torch.zeros(15, dtype=torch.long))
+
+
+def test_pretraining_with_every_s3rec_attribute(tmp_path):
+    """prepare --format-option attribute_index=all, then --item_categories --item_category_separator '|'."""
+    import json
+    import random
+
+    from seqbert.cli import main as cli_main
+    from seqbert.training import pretrain
+
+    rng = random.Random(0)
+    lines = [" ".join([f"u{u}"] + [f"i{rng.randrange(30)}" for _ in range(rng.randrange(4, 9))]) for u in range(60)]
+    (tmp_path / "Toys.txt").write_text("\n".join(lines) + "\n")
+    attributes = {f"i{k}": [f"brand{k % 4}", f"cat{k % 3}", f"sub{k % 5}"][: 1 + k % 3] for k in range(30)}
+    (tmp_path / "Toys_item2attributes.json").write_text(json.dumps(attributes))
+    prepared = tmp_path / "prepared"
+    assert cli_main(["prepare", str(tmp_path / "Toys.txt"), "--dataset-format", "amazon_s3rec", "--format-option",
+                     "attribute_index=all", "--min-user-events", "1", "--output-dir", str(prepared)]) == 0  # fmt: skip
+    common = ["--data_dir", str(prepared), "--max_length", "12", "--per_device_batch_size", "16", "--hidden_size", "16",
+              "--num_hidden_layers", "1", "--num_attention_heads", "2", "--intermediate_size", "32", "--max_steps", "2",
+              "--report_to", "none", "--item_categories"]  # fmt: skip
+    pretrain.main([*common, "--output_dir", str(tmp_path / "model"), "--item_category_separator", "|"])
+    loaded = SeqBertForMaskedBehaviorModeling.from_pretrained(tmp_path / "model")
+    # brand0-3, cat0-2, sub0-4: those the train split shows (the held-out last events may hide some).
+    assert loaded.config.categories_per_item == 3 and 9 <= loaded.config.num_item_categories <= 4 + 3 + 5
+    table = loaded.seqbert.embeddings.item_category_ids
+    assert table.shape[1] == 3 and set((table > 0).sum(1).tolist()) <= {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="with --item_categories only"):
+        pretrain.main([*common[:-1], "--output_dir", str(tmp_path / "x"), "--item_category_separator", "|"])
