@@ -220,7 +220,8 @@ def run_prepare(args: argparse.Namespace) -> dict:
             raise SystemExit("seqbert prepare: error: --format-option applies with --dataset-format only.")
         import yaml
 
-        read_options.update({key: yaml.safe_load(value) for key, value in _pairs(args.format_option, "--format-option").items()})
+        format_options = _pairs(args.format_option, "--format-option")
+        read_options.update({key: yaml.safe_load(value) for key, value in format_options.items()})
     if args.partitions:
         if args.dataset_format:
             raise SystemExit("seqbert prepare: error: --partitions reads generic files; it does not take --dataset-format.")

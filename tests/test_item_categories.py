@@ -50,6 +50,16 @@ def small_model(num_item_categories: int) -> SeqBertForMaskedBehaviorModeling:
     return SeqBertForMaskedBehaviorModeling(config).eval()
 
 
+def assert_reloads_same(model, table: torch.Tensor, input_ids: list[int], folder) -> None:
+    """save_pretrained / from_pretrained keeps the item -> category table and the next-item scores."""
+    batch = {"input_ids": torch.tensor([input_ids]), "attention_mask": torch.ones(1, len(input_ids), dtype=torch.long)}
+    scores = model.next_item_scores(**batch)
+    model.save_pretrained(folder)
+    loaded = SeqBertForMaskedBehaviorModeling.from_pretrained(folder).eval()
+    assert torch.equal(loaded.seqbert.embeddings.item_category_ids, table)
+    torch.testing.assert_close(loaded.next_item_scores(**batch), scores)
+
+
 def test_items_of_one_category_share_its_vector_in_and_out(tmp_path):
     model = small_model(num_item_categories=2)
     categories = torch.zeros(15, dtype=torch.long)
@@ -62,12 +72,7 @@ def test_items_of_one_category_share_its_vector_in_and_out(tmp_path):
     torch.testing.assert_close(weights[:5] - decoder[:5], model.seqbert.embeddings.category_embeddings.weight[1].expand(5, 8))
     inputs = model.seqbert.embeddings.item_vectors(torch.tensor([5, 12, 0]))
     torch.testing.assert_close(inputs[0], model.seqbert.embeddings.item_embeddings.weight[5] + model.seqbert.embeddings.category_embeddings.weight[1])
-    batch = {"input_ids": torch.tensor([[5, 11, 1]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
-    scores = model.next_item_scores(**batch)
-    model.save_pretrained(tmp_path)
-    loaded = SeqBertForMaskedBehaviorModeling.from_pretrained(tmp_path).eval()
-    assert torch.equal(loaded.seqbert.embeddings.item_category_ids, categories)
-    torch.testing.assert_close(loaded.next_item_scores(**batch), scores)
+    assert_reloads_same(model, categories, [5, 11, 1], tmp_path)
 
 
 def test_set_item_categories_validates():
@@ -112,12 +117,7 @@ def test_several_categories_per_item_are_summed_in_and_out(tmp_path):
     weights = model.item_output_weights()
     torch.testing.assert_close(weights[0], model.head.decoder.weight[5] + category[1] + category[3])
     torch.testing.assert_close(model.item_output_rows(torch.tensor([0, 1])), weights[:2])
-    batch = {"input_ids": torch.tensor([[5, 6, 1]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
-    scores = model.next_item_scores(**batch)
-    model.save_pretrained(tmp_path)
-    loaded = SeqBertForMaskedBehaviorModeling.from_pretrained(tmp_path).eval()
-    assert torch.equal(loaded.seqbert.embeddings.item_category_ids, table)
-    torch.testing.assert_close(loaded.next_item_scores(**batch), scores)
+    assert_reloads_same(model, table, [5, 6, 1], tmp_path)
     with pytest.raises(ValueError, match="expected"):
         embeddings.set_item_categories(torch.zeros(15, dtype=torch.long))
 

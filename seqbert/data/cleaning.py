@@ -668,7 +668,9 @@ def clean_events(
     return datasets.Dataset(out, fingerprint=fingerprint), report
 
 
-def _below_support(items: pa.ChunkedArray, support: pa.Table, minimum: int, *, absent_counts: bool = True) -> np.ndarray:
+def _below_support(
+    items: pa.ChunkedArray, support: pa.Table, minimum: int, *, absent_counts: bool = True
+) -> np.ndarray:
     """Rows whose item has fewer than ``minimum`` events in ``support``; an item absent from it
     counts 0 when ``absent_counts``, else it is not judged (``count_before``: no counted event)."""
     if not absent_counts:
@@ -766,7 +768,8 @@ def k_core(
     users_so_far = 0
     for part in partitions:
         if count_before is not None:
-            early_parts.append(_combine(pc.less(part.column("timestamp"), int(count_before))).to_numpy(zero_copy_only=False))
+            before = _combine(pc.less(part.column("timestamp"), int(count_before)))
+            early_parts.append(before.to_numpy(zero_copy_only=False))
         items = _combine(part.column("item_id"))
         new = pc.unique(items.filter(pc.invert(pc.is_in(items, value_set=catalog))))
         catalog = pa.concat_arrays([catalog, new])
