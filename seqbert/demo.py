@@ -68,6 +68,9 @@ def run_step(name: str, command: list[str], log_path: Path) -> None:
     logger.info("%s finished in %.0f s", name, time.monotonic() - started)
 
 
+SCALED_SUFFIX = "_temperature_scaled"
+
+
 def format_results(pretrain: dict, finetune: dict) -> str:
     """The results table printed at the end of the demo."""
     lines = ["", "Next-item prediction (test, full ranking over the catalog, pessimistic ties)"]
@@ -75,11 +78,15 @@ def format_results(pretrain: dict, finetune: dict) -> str:
     for model, metrics in pretrain["metrics"]["test"].items():
         lines.append(f"{model:<24}{metrics['ndcg@10']:>10.4f}{metrics['hr@10']:>10.4f}{metrics['mrr']:>10.4f}{int(metrics['count']):>8}")
     lines += ["", f"Purchase within {finetune['cutoffs']['horizon_seconds'] / 86400:.1f} days (test)"]
-    lines.append(f"{'model':<24}{'ROC-AUC':>10}{'log-loss':>10}{'PR-AUC':>10}{'users':>8}")
-    for model, metrics in finetune["metrics"]["test"].items():
+    lines.append(f"{'model':<36}{'ROC-AUC':>10}{'log-loss':>10}{'PR-AUC':>10}{'users':>8}")
+    test = finetune["metrics"]["test"]
+    for model, metrics in test.items():
+        # "<model>_temperature_scaled" rows hold only the metrics scaling changes: ranking metrics and
+        # the row count are those of the unscaled model (a temperature is monotone).
+        metrics = {**test.get(model.removesuffix(SCALED_SUFFIX), {}), **metrics}
         lines.append(
-            f"{model:<24}{metrics.get('roc_auc', float('nan')):>10.4f}{metrics['log_loss']:>10.4f}"
-            f"{metrics.get('pr_auc', float('nan')):>10.4f}{int(metrics['count']):>8}"
+            f"{model:<36}{metrics.get('roc_auc', float('nan')):>10.4f}{metrics['log_loss']:>10.4f}"
+            f"{metrics.get('pr_auc', float('nan')):>10.4f}{int(metrics.get('count', 0)):>8}"
         )
     return "\n".join(lines)
 
