@@ -78,14 +78,14 @@ def format_results(pretrain: dict, finetune: dict) -> str:
     for model, metrics in pretrain["metrics"]["test"].items():
         lines.append(f"{model:<24}{metrics['ndcg@10']:>10.4f}{metrics['hr@10']:>10.4f}{metrics['mrr']:>10.4f}{int(metrics['count']):>8}")
     lines += ["", f"Purchase within {finetune['cutoffs']['horizon_seconds'] / 86400:.1f} days (test)"]
-    lines.append(f"{'model':<36}{'ROC-AUC':>10}{'log-loss':>10}{'PR-AUC':>10}{'users':>8}")
+    lines.append(f"{'model':<44}{'ROC-AUC':>10}{'log-loss':>10}{'PR-AUC':>10}{'users':>8}")
     test = finetune["metrics"]["test"]
     for model, metrics in test.items():
         # "<model>_temperature_scaled" rows hold only the metrics scaling changes: ranking metrics and
         # the row count are those of the unscaled model (a temperature is monotone).
         metrics = {**test.get(model.removesuffix(SCALED_SUFFIX), {}), **metrics}
         lines.append(
-            f"{model:<36}{metrics.get('roc_auc', float('nan')):>10.4f}{metrics['log_loss']:>10.4f}"
+            f"{model:<44}{metrics.get('roc_auc', float('nan')):>10.4f}{metrics['log_loss']:>10.4f}"
             f"{metrics.get('pr_auc', float('nan')):>10.4f}{int(metrics.get('count', 0)):>8}"
         )
     return "\n".join(lines)
