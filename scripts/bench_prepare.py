@@ -4,10 +4,11 @@
 What is measured, for each implementation, in a fresh Python process (so peak memory is per
 implementation):
 
-* ``seqbert``: :func:`seqbert.prepare.prepare_file` (read → clean → sequences → split → vocabulary →
-  statistics; the input's content hash (xxh3_128) runs in a thread from the read until the statistics, so its CPU
-  time lands in whichever stages it overlaps) then :func:`seqbert.prepared.encode_for_pretraining`
-  on the train split (``tokenize``). Stages are timed by wrapping the functions ``prepare_file`` calls.
+* ``seqbert``: :func:`seqbert.prepare.prepare_file` (read → clean → sequences → split → vocabulary and
+  statistics, one stage since they run side by side in two threads; the input's content hash (xxh3_128)
+  runs in a thread from the read until the statistics, so its CPU time lands in whichever stages it
+  overlaps) then :func:`seqbert.prepared.encode_for_pretraining` on the train split (``tokenize``).
+  Stages are timed by wrapping the functions ``prepare_file`` calls.
 * ``partitioned``: :func:`seqbert.data.partitioned.prepare_partitioned` (larger-than-memory path:
   stream + partition by user → per-partition clean/sequences/split → k-way merge → save) then
   ``encode_for_pretraining`` of the train split to a cache file.
@@ -348,8 +349,8 @@ def worker_seqbert(path: Path, args: argparse.Namespace, clock: StageClock) -> d
         ("drop_short_sequences", "sequences"),
         ("leave_one_out", "split"),
         ("temporal_split", "split"),
-        ("prefix_statistics", "statistics"),
-        ("train_vocabulary", "vocabulary"),
+        # The vocabulary's item counts run in a thread alongside the statistics: one stage for both.
+        ("vocabulary_and_statistics", "vocabulary"),
     ):
         wrap(prepare, name, stage)
     prepared = prepare.prepare_file(path, prepare.PrepareOptions(max_length=args.max_length))

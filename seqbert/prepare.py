@@ -145,13 +145,9 @@ def check_tokenizer_options(options: PrepareOptions) -> None:
         raise ValueError(f"num_hash_buckets={num_hash_buckets} needs unseen_items='hash'.")
 
 
-def train_vocabulary(train: Dataset, options: PrepareOptions) -> tuple[BehaviorTokenizer, pa.StructArray]:
-    """The tokenizer fitted on the train split, and the split's item counts (:func:`item_counts`).
-
-    What :meth:`BehaviorTokenizer.train` does, with the counts kept for the statistics.
-    """
-    counts = item_counts(to_arrow(train).column("item_ids"))
-    tokenizer = BehaviorTokenizer.from_item_counts(
+def vocabulary_from_counts(counts: pa.StructArray, options: PrepareOptions) -> BehaviorTokenizer:
+    """The tokenizer of ``options`` over item counts (:func:`item_counts` of the train split)."""
+    return BehaviorTokenizer.from_item_counts(
         counts.field("values"),
         counts.field("counts"),
         min_count=options.vocab_min_count,
@@ -160,7 +156,32 @@ def train_vocabulary(train: Dataset, options: PrepareOptions) -> tuple[BehaviorT
         unseen_items=options.unseen_items,
         num_hash_buckets=options.num_hash_buckets,
     )
-    return tokenizer, counts
+
+
+def train_vocabulary(train: Dataset, options: PrepareOptions) -> tuple[BehaviorTokenizer, pa.StructArray]:
+    """The tokenizer fitted on the train split, and the split's item counts (:func:`item_counts`).
+
+    What :meth:`BehaviorTokenizer.train` does, with the counts kept for the statistics.
+    """
+    counts = item_counts(to_arrow(train).column("item_ids"))
+    return vocabulary_from_counts(counts, options), counts
+
+
+def vocabulary_and_statistics(
+    sequences: Dataset, train: Dataset, options: PrepareOptions
+) -> tuple[BehaviorTokenizer, dict[str, dict]]:
+    """The tokenizer fitted on the train split and the statistics of all sequences and of the split.
+
+    Computed together: the train split's item counts (a hash group-by on one core, the vocabulary's
+    input) are counted in a thread while :func:`prefix_statistics` does the rest on the other core,
+    and only then uses them. Same result as :func:`train_vocabulary` followed by
+    ``prefix_statistics(sequences, train, prefix_item_counts=counts)``.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        counts = pool.submit(item_counts, to_arrow(train).column("item_ids"))
+        everything, train_statistics = prefix_statistics(sequences, train, prefix_item_counts=counts)
+        tokenizer = vocabulary_from_counts(counts.result(), options)
+    return tokenizer, {"all": everything, "train": train_statistics}
 
 
 def prepare_events(
@@ -219,8 +240,10 @@ def prepare_events(
             )
     else:
         raise ValueError(f"Unknown split {options.split!r}; use 'leave_one_out' or 'temporal'.")
-    with _stage("tokenizer vocabulary (train split only)"):
-        tokenizer, train_items = train_vocabulary(splits["train"], options)
+    with _stage("tokenizer vocabulary (train split only) and statistics"):
+        # The train split holds a prefix of each user's sequence (both protocols), so the statistics
+        # of all sequences only count the held-out events on top of the train split's.
+        tokenizer, statistics = vocabulary_and_statistics(sequences, splits["train"], options)
     protocol.update(
         source_name=source_name,
         source=dict(source or {}),
@@ -228,11 +251,6 @@ def prepare_events(
         vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
         count_rules=count_rules_protocol(count_before),
     )
-    with _stage("statistics"):
-        # The train split holds a prefix of each user's sequence (both protocols), so the statistics
-        # of all sequences only count the held-out events on top of the train split's.
-        everything, train = prefix_statistics(sequences, splits["train"], prefix_item_counts=train_items)
-        statistics = {"all": everything, "train": train}
     return PreparedData(
         splits=splits,
         sequences=sequences,
@@ -323,4 +341,6 @@ __all__ = [
     "prepare_file",
     "temporal_cutoffs",
     "train_vocabulary",
+    "vocabulary_and_statistics",
+    "vocabulary_from_counts",
 ]

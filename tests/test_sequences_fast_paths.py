@@ -16,6 +16,7 @@ import pytest
 from seqbert.data.arrow import from_arrow, take_prefixes, to_arrow
 from seqbert.data.sequences import SEQUENCE_COLUMNS, build_sequences, prefix_statistics, sequence_statistics
 from seqbert.data.splits import leave_one_out, temporal_split
+from seqbert.prepare import PrepareOptions, train_vocabulary, vocabulary_and_statistics
 
 T0 = 1_700_000_000
 
@@ -108,6 +109,10 @@ def test_prefix_statistics_equal_separate_statistics(seed):
         everything, train = prefix_statistics(sequences, split["train"])
         assert everything == sequence_statistics(sequences)
         assert train == sequence_statistics(split["train"])
+        # What prepare does: the vocabulary's item counts in a thread, the statistics awaiting them.
+        tokenizer, statistics = vocabulary_and_statistics(sequences, split["train"], PrepareOptions())
+        assert statistics == {"all": everything, "train": train}
+        assert tokenizer.items == train_vocabulary(split["train"], PrepareOptions())[0].items
 
 
 @pytest.mark.parametrize("spans", [(50, 7), (2**40, 2**20), (2**40, 2**20, 2**30)])

@@ -211,7 +211,7 @@ _LOW = np.array([1, 0] + [10 ** (k - 1) for k in range(2, 20)] + [1], dtype=np.i
 _HIGH = np.array([0, 9] + [10**k - 1 for k in range(2, 19)] + [2**63 - 1, 0], dtype=np.int64)
 
 
-def _try_int_codes(arr: pa.Array) -> tuple[np.ndarray, int] | None:
+def _try_int_codes(arr: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, int] | None:
     """Codes straight from the ids when they are canonical decimal integers in a compact range."""
     n = len(arr)
     sample = arr.slice(0, 1024).drop_null()
@@ -243,23 +243,25 @@ def _codes(col: pa.ChunkedArray, heads: np.ndarray | None = None) -> tuple[np.nd
     case in public logs) skip hashing the strings. ``heads``: :func:`_run_heads` of the column,
     when the caller has it.
     """
-    arr = _combine(col)
-    if len(arr) and pa.types.is_string(arr.type):
-        codes = _try_int_codes(arr)
+    if len(col) and pa.types.is_string(col.type):
+        codes = _try_int_codes(col)
         if codes is not None:
             return codes
     # Logs grouped by user repeat each id in a run: hash one id per run (the codes are the same,
-    # dictionary_encode numbers values in order of first appearance).
-    heads = _run_heads(arr) if heads is None else heads
-    enc = pc.dictionary_encode(arr if heads is None else arr.take(pa.array(heads)))
+    # dictionary_encode numbers values in order of first appearance). Only the run heads are made
+    # contiguous: the reader's chunks of the whole column are not copied.
+    heads = _run_heads(col) if heads is None else heads
+    enc = pc.dictionary_encode(_combine(col) if heads is None else _combine(col.take(pa.array(heads))))
     codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     if heads is not None:
-        codes = np.repeat(codes, np.diff(np.append(heads, len(arr))))
+        codes = np.repeat(codes, np.diff(np.append(heads, len(col))))
     return codes, max(len(enc.dictionary), 1)
 
 
-def _run_heads(arr: pa.Array) -> np.ndarray | None:
-    """Where runs of equal values start, when the runs are long (at most one per 4 rows on average)."""
+def _run_heads(arr: pa.Array | pa.ChunkedArray) -> np.ndarray | None:
+    """Where runs of equal values start, when the runs are long (at most one per 4 rows on average).
+
+    A chunked column (as the csv reader returns it) is compared chunk by chunk, without a copy."""
     if len(arr) < 2 or arr.null_count:
         return None
     run_start = np.ones(len(arr), dtype=bool)
@@ -347,7 +349,8 @@ def _duplicates(
     cand_rows = rows[candidates]
     index = pa.array(cand_rows)
     grouped = (
-        pa.table({"u": u[candidates], "i": _combine(item_id).take(index), "e": _combine(event_type).take(index),
+        # Take the candidates from the (chunked) columns: no contiguous copy of the whole columns.
+        pa.table({"u": u[candidates], "i": item_id.take(index), "e": event_type.take(index),
                   "t": t[candidates], "pos": cand_rows})  # fmt: skip
         .group_by(["u", "i", "e", "t"], use_threads=False)
         .aggregate([("pos", "min")])
@@ -551,7 +554,7 @@ def clean_events(
     users, n_users = None, 1
     if keep.any() and need_users:
         user_column = table.column("user_id")
-        user_heads = _run_heads(_combine(user_column))
+        user_heads = _run_heads(user_column)
         if (deduplicate or min_item_support > 1) and user_heads is None:
             # Users are not grouped (duplicates need item codes then): hash both columns at once.
             with ThreadPoolExecutor(2) as pool:  # Arrow's hashing releases the GIL

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -315,7 +315,10 @@ def sequence_statistics(sequences: Dataset) -> dict:
 
 
 def prefix_statistics(
-    sequences: Dataset, prefixes: Dataset, *, prefix_item_counts: pa.StructArray | None = None
+    sequences: Dataset,
+    prefixes: Dataset,
+    *,
+    prefix_item_counts: pa.StructArray | Future[pa.StructArray] | None = None,
 ) -> tuple[dict, dict]:
     """``(sequence_statistics(sequences), sequence_statistics(prefixes))``, computed together.
 
@@ -325,14 +328,13 @@ def prefix_statistics(
     Only the prefixes' events are counted in full; the statistics of ``sequences`` add the few
     events outside the prefixes (distinct items and events per type are the costly part, about
     0.6 s per 10M events each time). ``prefix_item_counts`` is :func:`~seqbert.data.arrow.item_counts`
-    of the prefixes' items, when the caller has it already (the vocabulary is built from it).
+    of the prefixes' items, when the caller has it already (the vocabulary is built from it), or a
+    ``Future`` of it: the counts are only awaited once everything else is computed, so a caller can
+    count the items in another thread meanwhile.
     """
     table, part = to_arrow(sequences), to_arrow(prefixes)
     offsets = list_offsets(table.column("item_ids"))
     part_lengths = np.diff(list_offsets(part.column("item_ids")))
-    if prefix_item_counts is None:
-        prefix_item_counts = item_counts(part.column("item_ids"))
-    part_items = prefix_item_counts.field("values")
     part_types = _type_counts(part.column("event_types"))
     # Events of `sequences` outside the prefixes: positions >= the user's prefix length.
     rows = pc.index_in(table.column("user_id"), value_set=contiguous(part.column("user_id")))
@@ -345,11 +347,16 @@ def prefix_statistics(
     mask = pa.array(outside)
     extra_items = contiguous(table.column("item_ids")).flatten().filter(mask)
     extra_items = pc.unique(extra_items.drop_null())
-    new_items = int(pc.sum(pc.invert(pc.is_in(extra_items, value_set=part_items.drop_null()))).as_py() or 0)
     types = dict(part_types)
     extra_types = contiguous(table.column("event_types")).flatten().filter(mask)
     for name, count in _type_counts(extra_types).items():
         types[name] = types.get(name, 0) + count
+    if prefix_item_counts is None:
+        prefix_item_counts = item_counts(part.column("item_ids"))
+    elif isinstance(prefix_item_counts, Future):
+        prefix_item_counts = prefix_item_counts.result()
+    part_items = prefix_item_counts.field("values")
+    new_items = int(pc.sum(pc.invert(pc.is_in(extra_items, value_set=part_items.drop_null()))).as_py() or 0)
     part_distinct = len(part_items) - part_items.null_count
     return (
         _statistics(lengths, part_distinct + new_items, dict(sorted(types.items()))),
@@ -358,13 +365,14 @@ def prefix_statistics(
 
 
 def _type_counts(event_types: pa.ChunkedArray | pa.Array) -> dict[str, int]:
-    """Events per type (sorted by type) of a list column or a flat array of event types."""
-    event_types = contiguous(event_types)
-    if pa.types.is_list(event_types.type):
-        event_types = event_types.flatten()
-    counted = event_types.value_counts()
-    per_type = {entry["values"].as_py(): entry["counts"].as_py() for entry in counted}
-    return dict(sorted(per_type.items()))
+    """Events per type (sorted by type) of a list column or a flat array of event types.
+
+    Through :func:`~seqbert.data.arrow.item_counts` (a hash group-by): about twice as fast as
+    ``value_counts`` on millions of short strings. Null types are not counted.
+    """
+    counted = item_counts(event_types)
+    pairs = zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())
+    return dict(sorted((name, count) for name, count in pairs if name is not None))
 
 
 def _statistics(lengths: np.ndarray, items: int, events_per_type: dict[str, int]) -> dict:
