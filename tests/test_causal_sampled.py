@@ -225,6 +225,22 @@ def test_chunked_ranks_equal_full_ranks(chunk_size):
     assert torch.equal(chunked_target_ranks(queries, weight, bias, targets, chunk_size=chunk_size), full)
 
 
+@pytest.mark.parametrize("chunk_size, expected_calls", [(1000, 1), (16, 2 * 3 - 1)])
+def test_chunked_ranks_score_the_kept_chunk_once(monkeypatch, chunk_size, expected_calls):
+    """Pass 2 reuses the last chunk pass 1 scored: a one-chunk catalog is scored once, not twice."""
+    import seqbert.evaluation as evaluation
+
+    calls = []
+    original = evaluation._chunk_scores
+    monkeypatch.setattr(evaluation, "_chunk_scores", lambda *a: calls.append(a[3]) or original(*a))
+    torch.manual_seed(0)
+    queries, weight, bias = torch.randn(9, 4), torch.randn(40, 4), torch.randn(40)
+    targets = torch.tensor([0, 5, 17, 39, -1, 3, 17, 22, 5])  # a target in each of the 3 chunks of 16
+    ranks = evaluation.chunked_target_ranks(queries, weight, bias, targets, chunk_size=chunk_size)
+    assert len(calls) == expected_calls
+    assert torch.equal(ranks, pessimistic_ranks(queries @ weight.T + bias, targets))
+
+
 @pytest.mark.parametrize("chunk_size", [1, 5, 16, 1000])
 def test_chunked_topk_is_exact_and_breaks_ties_by_column(chunk_size):
     from seqbert.evaluation import chunked_topk
