@@ -228,7 +228,7 @@ def test_chunked_ranks_equal_full_ranks(chunk_size):
 @pytest.mark.parametrize("chunk_size, expected_calls", [(1000, 1), (16, 2 * 3 - 1)])
 def test_chunked_ranks_score_the_kept_chunk_once(monkeypatch, chunk_size, expected_calls):
     """Pass 2 reuses the last chunk pass 1 scored: a one-chunk catalog is scored once, not twice."""
-    import seqbert.evaluation as evaluation
+    from seqbert import evaluation
 
     calls = []
     original = evaluation._chunk_scores
