@@ -52,6 +52,18 @@ def test_drop_policies_add_markers_and_errors_name_the_file_column(source):
     assert error.value.column == "behavior" and error.value.row == 2 and "log.csv" in str(error.value)
 
 
+@pytest.mark.parametrize("event_first", [True, False])
+def test_errors_come_in_column_order(source, event_first):
+    """Event types are mapped in a thread beside the other columns; the first bad column still wins."""
+    events = ("event_type", pa.array(["view", "teleport"]))
+    times = ("timestamp", pa.array(["2023-11-14T22:13:20Z", "yesterday"]))
+    ids = {"user_id": pa.array(["u", "u"]), "item_id": pa.array(["a", "b"])}
+    raw = {**ids, **dict([events, times] if event_first else [times, events])}
+    with pytest.raises(EventDataError) as error:
+        to_canonical_events(raw, source)
+    assert error.value.column == ("event_type" if event_first else "timestamp") and error.value.row == 2
+
+
 def test_bad_arguments(source):
     with pytest.raises(ValueError, match="not a canonical column"):
         to_canonical_events({"visitor": pa.array(["u"])}, source)
