@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrow import contiguous
 from .errors import EventDataError, show_value
 from .schema import ARROW_TYPES, DEFAULT_EVENT_ALIASES, EVENT_TYPES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 from .sources import Source, hint
@@ -71,14 +72,8 @@ def _fmt_ts(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------------------- conversions
-def _combine(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    if isinstance(col, pa.ChunkedArray):
-        return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    return col
-
-
 def _bool_np(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    arr = _combine(arr)
+    arr = contiguous(arr)
     if arr.null_count:
         arr = pc.fill_null(arr, False)
     return arr.to_numpy(zero_copy_only=False)
@@ -187,7 +182,7 @@ def _to_string(col: pa.ChunkedArray | pa.Array, src: Source, name: str) -> pa.Ar
         try:
             arr = pc.cast(arr, pa.string())
         except pa.ArrowInvalid:
-            arr = _combine(arr)
+            arr = contiguous(arr)
             i = _first_failure(arr, pa.string())
             raise src.row_error(
                 "is not valid UTF-8", i, column=name, value=arr[i].as_py(), fix="re-encode the column as UTF-8."
@@ -212,9 +207,9 @@ def _map_event_types(
     if pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type):
         if isinstance(col, pa.ChunkedArray) and col.num_chunks > 1:
             col = pa.Table.from_arrays([col], names=["e"]).unify_dictionaries().column(0)
-        enc = _combine(col)
+        enc = contiguous(col)
     else:
-        enc = pc.dictionary_encode(_combine(_to_string(col, src, name)))
+        enc = pc.dictionary_encode(contiguous(_to_string(col, src, name)))
     raw_values = enc.dictionary
     norm = pc.utf8_lower(pc.utf8_trim_whitespace(raw_values))
     keys = pa.array(list(aliases), pa.string())
@@ -357,7 +352,7 @@ def _parse_timestamps(
 ) -> _Timestamps:
     """Timestamps → int64 unix seconds. ``numeric_unit`` fixes the s/ms decision of
     ``unit="auto"`` (streaming reads decide it on the first batch with numbers, then keep it)."""
-    arr = _combine(col)
+    arr = contiguous(col)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     in_range = _integer_seconds(arr, unit, numeric_unit, now)
@@ -406,7 +401,7 @@ def _parse_timestamps(
         if unit != "iso":
             numeric(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), ~_bool_np(arr.is_null()))
     elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        strings = _combine(_to_string(arr, src, name))
+        strings = contiguous(_to_string(arr, src, name))
         raw_for_messages = strings
         present = ~_bool_np(strings.is_null())
         done = False
@@ -569,11 +564,11 @@ def _parse_timestamps(
 def _cast_numeric(col: pa.ChunkedArray, src: Source, name: str, canonical: str) -> pa.Array:
     """An optional numeric column (price, quantity); a value that is not a number raises."""
     target = ARROW_TYPES[canonical]
-    arr = _combine(col)
+    arr = contiguous(col)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        arr = _empty_to_null(pc.utf8_trim_whitespace(_combine(_to_string(arr, src, name))))
+        arr = _empty_to_null(pc.utf8_trim_whitespace(contiguous(_to_string(arr, src, name))))
     # Integers go through float64 so that "2.0" is accepted as 2 (and "2.5" is not).
     current = arr
     for step in [pa.float64(), target] if pa.types.is_integer(target) else [target]:

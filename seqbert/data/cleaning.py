@@ -59,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.fingerprint import Hasher, generate_random_fingerprint
 
-from .arrow import filter_rows
+from .arrow import contiguous, filter_rows
 from .errors import EventDataError
 from .readers import BAD_TIMESTAMP_MARKER, MARKER_COLUMNS, ROW_INDEX, UNKNOWN_EVENT_MARKER
 from .schema import ARROW_TYPES, OPTIONAL_COLUMNS, REQUIRED_COLUMNS
@@ -192,18 +192,14 @@ def _as_table(events: datasets.Dataset | pa.Table) -> pa.Table:
     raise TypeError(f"clean_events expects a datasets.Dataset, got {type(events).__name__}")
 
 
-def _combine(col: pa.ChunkedArray) -> pa.Array:
-    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-
-
 def _null_np(col: pa.ChunkedArray) -> np.ndarray:
     if col.null_count == 0:
         return np.zeros(len(col), dtype=bool)
-    return _combine(pc.is_null(col)).to_numpy(zero_copy_only=False)
+    return contiguous(pc.is_null(col)).to_numpy(zero_copy_only=False)
 
 
 def _bool_np(col: pa.ChunkedArray) -> np.ndarray:
-    return _combine(pc.fill_null(col, False)).to_numpy(zero_copy_only=False)
+    return contiguous(pc.fill_null(col, False)).to_numpy(zero_copy_only=False)
 
 
 # A canonical decimal string of length L (no sign, no leading zero) spells a value in [_LOW[L], _HIGH[L]].
@@ -251,7 +247,7 @@ def _codes(col: pa.ChunkedArray, heads: np.ndarray | None = None) -> tuple[np.nd
     # dictionary_encode numbers values in order of first appearance). Only the run heads are made
     # contiguous: the reader's chunks of the whole column are not copied.
     heads = _run_heads(col) if heads is None else heads
-    enc = pc.dictionary_encode(_combine(col) if heads is None else _combine(col.take(pa.array(heads))))
+    enc = pc.dictionary_encode(contiguous(col) if heads is None else contiguous(col.take(pa.array(heads))))
     codes = pc.fill_null(enc.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     if heads is not None:
         codes = np.repeat(codes, np.diff(np.append(heads, len(col))))
@@ -573,7 +569,7 @@ def clean_events(
 
     ts_np = None
     if (deduplicate or rate_limits or count_before is not None) and keep.any():
-        ts_np = _combine(pc.fill_null(table.column("timestamp"), 0)).to_numpy(zero_copy_only=False)
+        ts_np = contiguous(pc.fill_null(table.column("timestamp"), 0)).to_numpy(zero_copy_only=False)
     if deduplicate and keep.any():
         drop(
             "duplicate",
@@ -750,8 +746,8 @@ class KCore:
 
 def _pass_of(values: pa.ChunkedArray, keys: pa.ChunkedArray, passes: pa.ChunkedArray) -> np.ndarray:
     """Per value: its pass in (``keys``, ``passes``), :data:`NEVER` where it is not a key."""
-    lookup = np.append(_combine(passes).to_numpy(zero_copy_only=False), NEVER).astype(np.int32)
-    where = pc.fill_null(pc.index_in(_combine(values), value_set=_combine(keys)), len(keys))
+    lookup = np.append(contiguous(passes).to_numpy(zero_copy_only=False), NEVER).astype(np.int32)
+    where = pc.fill_null(pc.index_in(contiguous(values), value_set=contiguous(keys)), len(keys))
     return lookup[where.to_numpy(zero_copy_only=False)]
 
 
@@ -771,13 +767,13 @@ def k_core(
     users_so_far = 0
     for part in partitions:
         if count_before is not None:
-            before = _combine(pc.less(part.column("timestamp"), int(count_before)))
+            before = contiguous(pc.less(part.column("timestamp"), int(count_before)))
             early_parts.append(before.to_numpy(zero_copy_only=False))
-        items = _combine(part.column("item_id"))
+        items = contiguous(part.column("item_id"))
         new = pc.unique(items.filter(pc.invert(pc.is_in(items, value_set=catalog))))
         catalog = pa.concat_arrays([catalog, new])
         item_codes.append(pc.index_in(items, value_set=catalog).to_numpy(zero_copy_only=False).astype(np.int32))
-        encoded = pc.dictionary_encode(_combine(part.column("user_id")))
+        encoded = pc.dictionary_encode(contiguous(part.column("user_id")))
         user_ids.append(encoded.dictionary)
         user_codes.append(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int32) + users_so_far)
         users_so_far += len(encoded.dictionary)

@@ -91,7 +91,6 @@ from .canonical import (  # noqa: F401 - also re-exported under their former nam
     _cast_lenient,
     _cast_numeric,
     _check_choice,
-    _combine,
     _empty_to_null,
     _first_failure,
     _fmt_ts,
