@@ -210,22 +210,26 @@ def chunked_target_ranks(
         stop = min(start + chunk_size, num_items)
         inside = known & (targets >= start) & (targets < stop)
         if inside.any():
+            kept = scores = None  # at most one chunk of scores alive at a time
             # All rows, as in pass 2: a GEMM of another shape may round the target's score differently.
             scores = _chunk_scores(queries, item_weight, item_bias, start, stop)
             column = (targets - start).clamp(0, stop - start - 1)[:, None]
             target_scores = torch.where(inside, scores.gather(1, column).squeeze(1), target_scores)
             kept = (start, scores)
+    scores = None
+
+    def count(scores: torch.Tensor) -> torch.Tensor:
+        return ((scores >= target_scores[:, None]) | scores.isnan()).sum(1)
+
+    # The chunk still in memory first, then the others (the counts add up in any order).
     ranks = torch.zeros(queries.shape[0], dtype=torch.long, device=queries.device)
-    starts = list(_item_chunks(num_items, chunk_size))
-    if kept is not None:  # the chunk still in memory first, then the others (the counts add up in any order)
-        starts.remove(kept[0])
-        starts.insert(0, kept[0])
-    for start in starts:
-        if kept is not None and start == kept[0]:
-            scores, kept = kept[1], None
-        else:
-            scores = _chunk_scores(queries, item_weight, item_bias, start, min(start + chunk_size, num_items))
-        ranks += ((scores >= target_scores[:, None]) | scores.isnan()).sum(1)
+    kept_start = None
+    if kept is not None:
+        kept_start, ranks = kept[0], ranks + count(kept[1])
+        kept = None
+    for start in _item_chunks(num_items, chunk_size):
+        if start != kept_start:
+            ranks += count(_chunk_scores(queries, item_weight, item_bias, start, min(start + chunk_size, num_items)))
     valid = known & ~target_scores.isnan()
     return torch.where(valid, ranks, torch.full_like(ranks, num_items + 1))
 
