@@ -145,6 +145,26 @@ def take_prefixes(
     return pa.Table.from_arrays(arrays, names=table.column_names)
 
 
+def shared_rows(table: pa.Table, rows: np.ndarray, max_runs: int | None = None) -> pa.Table | None:
+    """Rows ``rows`` (ascending) of ``table`` as zero-copy slices: one chunk per run of consecutive rows.
+
+    ``None`` when the rows fall into more than ``max_runs`` runs (default: one per 16 rows, at least
+    64), where so many small chunks would cost more than a copy. The table itself when every row is
+    selected.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == table.num_rows:
+        return table
+    bounds = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # where a run of consecutive rows starts
+    limit = max(64, len(rows) // 16) if max_runs is None else max_runs
+    if len(bounds) > limit:
+        return None
+    if not len(rows):
+        return table.slice(0, 0)
+    starts, stops = rows[bounds], rows[np.append(bounds[1:], len(rows)) - 1] + 1
+    return pa.concat_tables([table.slice(start, stop - start) for start, stop in zip(starts.tolist(), stops.tolist())])
+
+
 def take_list_elements(table: pa.Table, columns: list[str], flat_index: np.ndarray) -> dict[str, pa.Array]:
     """One flat element per row (``flat_index[row]``) from each list column."""
     index = pa.array(flat_index)
@@ -160,6 +180,7 @@ __all__ = [
     "item_counts",
     "list_offsets",
     "prefix_mask",
+    "shared_rows",
     "take_list_elements",
     "take_prefixes",
     "to_arrow",

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict
 
-from .arrow import contiguous, from_arrow, list_offsets, take_list_elements, take_prefixes, to_arrow
+from .arrow import contiguous, from_arrow, list_offsets, shared_rows, take_list_elements, take_prefixes, to_arrow
 from .sequences import events_before, list_columns
 
 logger = logging.getLogger(__name__)
@@ -30,10 +30,31 @@ def history_before(table: pa.Table, cutoff: int) -> tuple[pa.Table, np.ndarray]:
     return take_prefixes(table, np.arange(table.num_rows), counts, list_columns(table)), counts
 
 
-def _with_targets(source: pa.Table, rows: np.ndarray, history_lengths: np.ndarray, flat_index: np.ndarray) -> Dataset:
+def _with_targets(
+    source: pa.Table,
+    rows: np.ndarray,
+    history_lengths: np.ndarray,
+    flat_index: np.ndarray,
+    *,
+    train: tuple[pa.Table, np.ndarray, np.ndarray] | None = None,
+) -> Dataset:
     """Rows ``rows`` of ``source`` cut to their first ``history_lengths[rows]`` events (the history),
-    plus target columns taken from ``source`` at ``flat_index[rows]``."""
-    table = take_prefixes(source, rows, history_lengths[rows], list_columns(source))
+    plus target columns taken from ``source`` at ``flat_index[rows]``.
+
+    ``train`` = (the training split's table, the ``source`` row of each of its rows, their lengths):
+    where every history is a whole training row (a validation split: its cutoff is the end of
+    training), the histories are zero-copy slices of the training table instead of a copy of the
+    events (see :func:`~seqbert.data.arrow.shared_rows`).
+    """
+    table = None
+    if train is not None:
+        train_table, train_rows, train_lengths = train
+        position = np.minimum(np.searchsorted(train_rows, rows), max(len(train_rows) - 1, 0))
+        same_rows = len(train_rows) and np.array_equal(train_rows[position], rows)
+        if same_rows and np.array_equal(train_lengths[position], history_lengths[rows]):
+            table = shared_rows(train_table, position)
+    if table is None:
+        table = take_prefixes(source, rows, history_lengths[rows], list_columns(source))
     targets = take_list_elements(source, list(TARGET_COLUMNS), flat_index[rows])
     for list_name, target_name in TARGET_COLUMNS.items():
         table = table.append_column(target_name, targets[list_name])
@@ -101,11 +122,17 @@ def leave_one_out(
     train_end = np.where(validated, validation_position, test_position)  # == lengths when not evaluated
     test_rows, validation_rows = np.flatnonzero(tested), np.flatnonzero(validated)
     # Each split is a prefix of every selected row: select the rows and cut each flat list column once.
+    # A validation history ends where training does: it shares the training rows' events.
+    all_rows = np.arange(table.num_rows)
+    train = take_prefixes(table, all_rows, train_end, columns)
     splits = DatasetDict(
-        train=from_arrow(take_prefixes(table, np.arange(table.num_rows), train_end, columns)),
-        validation=_with_targets(table, validation_rows, validation_position, offsets[:-1] + validation_position),
+        train=from_arrow(train),
+        validation=_with_targets(
+            table, validation_rows, validation_position, offsets[:-1] + validation_position,
+            train=(train, all_rows, train_end),
+        ),
         test=_with_targets(table, test_rows, test_position, offsets[:-1] + test_position),
-    )
+    )  # fmt: skip
     held_out = int(np.where(tested, lengths - test_position - 1, 0).sum())
     protocol = {
         "kind": "leave_one_out",
@@ -174,7 +201,8 @@ def temporal_split(
     train_counts = events_before(table, train_end)
     train_rows = np.flatnonzero(train_counts > 0)
 
-    splits = {"train": from_arrow(take_prefixes(table, train_rows, train_counts[train_rows], columns))}
+    train = take_prefixes(table, train_rows, train_counts[train_rows], columns)
+    splits = {"train": from_arrow(train)}
     windows = [("test", test_start, None)]
     if validation_start is not None:
         windows.insert(0, ("validation", validation_start, test_start))
@@ -186,7 +214,8 @@ def temporal_split(
         if end is not None:
             has_target &= target_time < end
         rows = np.flatnonzero(has_target & (counts >= min_history))
-        splits[name] = _with_targets(table, rows, counts, first_after)
+        shared = (train, train_rows, train_counts[train_rows]) if start == train_end else None
+        splits[name] = _with_targets(table, rows, counts, first_after, train=shared)
     protocol = {
         "kind": "temporal",
         "validation_start": validation_start,
