@@ -1,0 +1,41 @@
+"""scripts/bench_prepare.py end to end on a tiny log: every implementation in its own process, the
+same users and events kept by each, stage figures and the host reference recorded per run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .script_modules import SCRIPTS, load_script
+
+
+def test_tiny_run_records_every_implementation(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [
+        sys.executable, str(SCRIPTS / "bench_prepare.py"), "--events", "4000", "--implementations", "seqbert,pandas",
+        "--work-dir", str(tmp_path), "--json", str(out), "--generate-workers", "1",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = {run["implementation"]: run for run in report["runs"]}
+    assert set(runs) == {"seqbert", "pandas"}
+    checks = {name: run["best"]["check"] for name, run in runs.items()}
+    # Both implementations keep the same users and events of the same log.
+    for key in ("users", "train_rows", "validation_rows", "vocabulary", "encoded_rows"):
+        assert checks["seqbert"][key] == checks["pandas"][key], key
+    for run in runs.values():
+        best = run["best"]
+        assert best["total"]["wall_s"] > 0 and best["total"]["peak_rss_bytes"] > 0
+        assert {"read", "clean", "split", "tokenize"} <= set(best["stages"])
+        reference = best["host_reference"]
+        assert reference["first_touch_gib_per_s"] > 0 and reference["hash_m_strings_per_s"] > 0
+    assert "| **total (excl. import)** |" in completed.stdout
+    assert "host just before: first touch" in completed.stderr
+
+
+def test_host_reference_measures_both_workloads():
+    reference = load_script("bench_prepare").host_reference(floats=1 << 16, strings=1 << 12, repeats=1)
+    assert set(reference) == {"first_touch_gib_per_s", "hash_m_strings_per_s"}
+    assert all(value > 0 for value in reference.values())
