@@ -106,6 +106,20 @@ class DropReport:
         self.dropped[reason] = self.dropped.get(reason, 0) + rows
         self.kept_rows -= rows
 
+    @classmethod
+    def merged(cls, reports: list[DropReport], input_rows: int, source: str | None = None) -> DropReport:
+        """One report for ``input_rows`` rows split among ``reports`` (parts of one log): the
+        reasons add up, in the order they were first applied."""
+        report = cls.start(input_rows, source=source)
+        reasons: dict[str, int] = {}
+        for part in reports:
+            for reason, rows in part.dropped.items():
+                reasons[reason] = reasons.get(reason, 0) + rows
+        for reason, rows in reasons.items():
+            report.add(reason, rows)
+        report.check()
+        return report
+
     @property
     def dropped_rows(self) -> int:
         return sum(self.dropped.values())

@@ -53,6 +53,8 @@ from ..tokenization_seqbert import BehaviorTokenizer, stable_hash64
 from .arrow import to_arrow
 from .cleaning import DropReport, clean_events, count_item_support, k_core, per_user_kept
 from .readers import iter_events
+from .sequences import merge_statistic_pieces
+from .splits import merge_protocols
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +64,6 @@ MERGE_ROWS = 1 << 13
 PART_BATCH_ROWS = 1 << 11
 """Rows per record batch of the per-partition output files (what the merge reads at a time)."""
 OUTPUTS = ("sequences", "train", "validation", "test")
-_PARAMETER_KEYS = frozenset({"kind", "target", "targets", "min_history", "validation_start", "test_start"})
-"""Protocol entries that are parameters (equal in every partition), not counts to sum."""
-
-
 @dataclass
 class _Partitioned:
     """The partition files of a log and what the partition pass learned."""
@@ -224,43 +222,7 @@ class _Totals:
 def _merge_statistics(acc: dict[str, Any]) -> dict[str, Any]:
     """:func:`seqbert.data.sequences.sequence_statistics` from folded partition pieces."""
     lengths = np.concatenate(acc["lengths"]) if acc["lengths"] else np.zeros(0, dtype=np.int64)
-    return {
-        "users": int(acc["users"]),
-        "items": int(pc.count_distinct(acc["items"]).as_py()),
-        "events": int(lengths.sum()),
-        "events_per_type": dict(sorted(acc["types"].items())),
-        "sequence_length": {
-            f"p{q}": float(np.percentile(lengths, q)) if len(lengths) else 0.0 for q in (5, 25, 50, 75, 95, 100)
-        },
-    }
-
-
-def _merge_protocols(protocols: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sum the counts of per-partition protocol records; parameters must agree."""
-    merged: dict[str, Any] = {}
-    for protocol in protocols:
-        for key, value in protocol.items():
-            if key not in merged:
-                merged[key] = dict(value) if isinstance(value, dict) else value
-            elif isinstance(value, dict):
-                merged[key] = _merge_protocols([merged[key], value])
-            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and key not in _PARAMETER_KEYS:
-                merged[key] += int(value)
-            elif merged[key] != value:
-                raise RuntimeError(f"partitions disagree on protocol entry {key!r}: {merged[key]!r} != {value!r}")
-    return merged
-
-
-def _merge_reports(reports: list[DropReport], input_rows: int, source: str | None) -> DropReport:
-    report = DropReport.start(input_rows, source=source)
-    reasons: dict[str, int] = {}
-    for part in reports:
-        for reason, rows in part.dropped.items():
-            reasons[reason] = reasons.get(reason, 0) + rows
-    for reason, rows in reasons.items():
-        report.add(reason, rows)
-    report.check()
-    return report
+    return merge_statistic_pieces([{"lengths": lengths, "items": acc["items"], "types": acc["types"]}])
 
 
 # -------------------------------------------------------------------------------------------- merge
@@ -496,7 +458,7 @@ def prepare_partitioned(
             max_length=options.max_length,
             **_tokenizer_options(options),
         )
-        protocol = _merge_protocols([out.protocol for out in live])
+        protocol = merge_protocols([out.protocol for out in live])
         protocol.update(
             source_name=source_name,
             source=dict(source or {}),
@@ -506,7 +468,7 @@ def prepare_partitioned(
             partitioning={"num_partitions": num_partitions, "partition": "stable_hash64(user_id) % num_partitions"},
         )
         statistics = {key: _merge_statistics(totals.pieces[key]) for key in ("all", "train")}
-        report = _merge_reports([out.report for out in outputs], parts.input_rows, source_name)
+        report = DropReport.merged([out.report for out in outputs], parts.input_rows, source_name)
 
         def placeholder(name: str) -> Dataset:
             """One real row (datasets writes no data file for zero rows), or zero rows if there are none."""

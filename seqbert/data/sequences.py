@@ -332,6 +332,19 @@ def prefix_statistics(
     ``Future`` of it: the counts are only awaited once everything else is computed, so a caller can
     count the items in another thread meanwhile.
     """
+    everything, part = prefix_statistic_pieces(sequences, prefixes, prefix_item_counts=prefix_item_counts)
+    return merge_statistic_pieces([everything]), merge_statistic_pieces([part])
+
+
+def prefix_statistic_pieces(
+    sequences: Dataset,
+    prefixes: Dataset,
+    *,
+    prefix_item_counts: pa.StructArray | Future[pa.StructArray] | None = None,
+) -> tuple[dict, dict]:
+    """What :func:`prefix_statistics` computes, as pieces that :func:`merge_statistic_pieces` adds
+    up across parts of a log split between users (each piece: the sequence ``lengths``, the
+    distinct non-null ``items`` and the events per type ``types``)."""
     table, part = to_arrow(sequences), to_arrow(prefixes)
     offsets = list_offsets(table.column("item_ids"))
     part_lengths = np.diff(list_offsets(part.column("item_ids")))
@@ -355,12 +368,31 @@ def prefix_statistics(
         prefix_item_counts = item_counts(part.column("item_ids"))
     elif isinstance(prefix_item_counts, Future):
         prefix_item_counts = prefix_item_counts.result()
-    part_items = prefix_item_counts.field("values")
-    new_items = int(pc.sum(pc.invert(pc.is_in(extra_items, value_set=part_items.drop_null()))).as_py() or 0)
-    part_distinct = len(part_items) - part_items.null_count
+    part_items = prefix_item_counts.field("values").drop_null()
+    new_items = extra_items.filter(pc.invert(pc.is_in(extra_items, value_set=part_items)))
     return (
-        _statistics(lengths, part_distinct + new_items, dict(sorted(types.items()))),
-        _statistics(part_lengths, part_distinct, part_types),
+        {"lengths": lengths, "items": pa.concat_arrays([part_items, new_items]), "types": types},
+        {"lengths": part_lengths, "items": part_items, "types": part_types},
+    )
+
+
+def merge_statistic_pieces(pieces: list[dict]) -> dict:
+    """:func:`sequence_statistics` of the union of disjoint user sets, from their pieces (users and
+    events add up, distinct items are counted over the union, percentiles over all lengths)."""
+    lengths = [piece["lengths"] for piece in pieces]
+    items = [piece["items"] for piece in pieces]
+    if len(items) == 1:
+        distinct = len(items[0]) - items[0].null_count
+    else:
+        distinct = int(pc.count_distinct(pa.chunked_array(items, type=items[0].type)).as_py()) if items else 0
+    types: dict[str, int] = {}
+    for piece in pieces:
+        for name, count in piece["types"].items():
+            types[name] = types.get(name, 0) + int(count)
+    return _statistics(
+        np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64),
+        distinct,
+        dict(sorted(types.items())),
     )
 
 
@@ -395,6 +427,8 @@ __all__ = [
     "drop_short_sequences",
     "events_before",
     "list_columns",
+    "merge_statistic_pieces",
+    "prefix_statistic_pieces",
     "prefix_statistics",
     "sequence_statistics",
     "session_starts",

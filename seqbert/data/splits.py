@@ -61,6 +61,27 @@ def _with_targets(
     return from_arrow(table)
 
 
+PARAMETER_KEYS = frozenset({"kind", "target", "targets", "min_history", "validation_start", "test_start"})
+"""Protocol entries that are parameters (equal in every part of a log), not counts to add up."""
+
+
+def merge_protocols(protocols: list[dict]) -> dict:
+    """The protocol of a log split between users, from the protocols of its parts: counts add up,
+    parameters (:data:`PARAMETER_KEYS`) and descriptions must agree."""
+    merged: dict = {}
+    for protocol in protocols:
+        for key, value in protocol.items():
+            if key not in merged:
+                merged[key] = dict(value) if isinstance(value, dict) else value
+            elif isinstance(value, dict):
+                merged[key] = merge_protocols([merged[key], value])
+            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and key not in PARAMETER_KEYS:
+                merged[key] += int(value)
+            elif merged[key] != value:
+                raise RuntimeError(f"parts disagree on protocol entry {key!r}: {merged[key]!r} != {value!r}")
+    return merged
+
+
 LOO_TARGETS = ("last_event", "last_purchase")
 """Leave-one-out target modes of :func:`leave_one_out`."""
 
@@ -228,4 +249,13 @@ def temporal_split(
     return DatasetDict(splits), protocol
 
 
-__all__ = ["LOO_TARGETS", "TARGET_COLUMNS", "history_before", "leave_one_out", "list_columns", "temporal_split"]
+__all__ = [
+    "LOO_TARGETS",
+    "PARAMETER_KEYS",
+    "TARGET_COLUMNS",
+    "history_before",
+    "leave_one_out",
+    "list_columns",
+    "merge_protocols",
+    "temporal_split",
+]
