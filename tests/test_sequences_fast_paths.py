@@ -14,7 +14,14 @@ import pyarrow as pa
 import pytest
 
 from seqbert.data.arrow import from_arrow, take_prefixes, to_arrow
-from seqbert.data.sequences import SEQUENCE_COLUMNS, build_sequences, prefix_statistics, sequence_statistics
+from seqbert.data.sequences import (
+    SEQUENCE_COLUMNS,
+    build_sequences,
+    merge_statistic_pieces,
+    prefix_statistic_pieces,
+    prefix_statistics,
+    sequence_statistics,
+)
 from seqbert.data.splits import leave_one_out, temporal_split
 from seqbert.prepare import PrepareOptions, train_vocabulary, vocabulary_and_statistics
 
@@ -125,3 +132,18 @@ def test_lsd_order_is_a_stable_multi_key_sort(spans):
     keys[0][::7] = keys[0][0]  # ties in the least significant key too
     assert (_lsd_order(keys) == np.lexsort(keys)).all()
     assert _lsd_order([np.array([0, 2**63 - 1, 5]), np.array([1, 0, 0])]) is None  # too wide to pack with positions
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_statistic_pieces_of_disjoint_users_merge_to_the_whole(seed):
+    sequences = build_sequences(from_arrow(random_events(seed, 600)))
+    train = leave_one_out(sequences)[0]["train"]
+    rows = np.random.default_rng(seed).permutation(sequences.num_rows)
+    pieces = []
+    for part in np.array_split(rows, 3):  # three disjoint sets of users, each with its train rows
+        part_sequences = sequences.select(np.sort(part))
+        users = set(part_sequences["user_id"])
+        part_train = train.filter(lambda row, users=users: row["user_id"] in users)
+        pieces.append(prefix_statistic_pieces(part_sequences, part_train))
+    assert merge_statistic_pieces([everything for everything, _ in pieces]) == sequence_statistics(sequences)
+    assert merge_statistic_pieces([part for _, part in pieces]) == sequence_statistics(train)

@@ -380,11 +380,11 @@ def merge_statistic_pieces(pieces: list[dict]) -> dict:
     """:func:`sequence_statistics` of the union of disjoint user sets, from their pieces (users and
     events add up, distinct items are counted over the union, percentiles over all lengths)."""
     lengths = [piece["lengths"] for piece in pieces]
-    items = [piece["items"] for piece in pieces]
-    if len(items) == 1:
-        distinct = len(items[0]) - items[0].null_count
-    else:
-        distinct = int(pc.count_distinct(pa.chunked_array(items, type=items[0].type)).as_py()) if items else 0
+    union = pieces[0]["items"] if pieces else pa.array([], pa.string())
+    for piece in pieces[1:]:  # each piece's items are distinct: add those not seen yet
+        new = piece["items"].filter(pc.invert(pc.is_in(piece["items"], value_set=union)))
+        union = pa.concat_arrays([union, new])
+    distinct = len(union) - union.null_count
     types: dict[str, int] = {}
     for piece in pieces:
         for name, count in piece["types"].items():
