@@ -524,31 +524,6 @@ def run_worker(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result, indent=2))
 
 
-def host_reference(floats: int = 1 << 24, strings: int = 1 << 20, repeats: int = 2) -> dict[str, float]:
-    """How fast this host is right now on two fixed workloads (best of ``repeats``).
-
-    The host's speed drifts by up to 2x within an hour (BENCHMARKS.md), so every run records this
-    beside its time: ``first_touch_gib_per_s`` (filling freshly allocated memory: the kernel's page
-    zeroing dominates data preparation) and ``hash_m_strings_per_s`` (Arrow ``value_counts`` of
-    short strings: the hashing behind cleaning, counting and tokenizing).
-    """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    values = pa.array([f"i{k % 200_000}" for k in range(strings)])
-    touch, hashing = float("inf"), float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        block = np.ones(floats)
-        touch = min(touch, time.perf_counter() - start)
-        del block
-        start = time.perf_counter()
-        pc.value_counts(values)
-        hashing = min(hashing, time.perf_counter() - start)
-    return {"first_touch_gib_per_s": floats * 8 / 2**30 / touch, "hash_m_strings_per_s": strings / hashing / 1e6}
-
-
 def spawn(implementation: str, path: Path, events: int, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     """Run one implementation in a fresh Python process; its progress goes to our stderr."""
     scratch.mkdir(parents=True, exist_ok=True)
@@ -742,17 +717,14 @@ def main(argv: list[str] | None = None) -> None:
                     f"\n=== {implementation}, {events:,} events, run {repeat + 1}/{args.repeats} (load {os.getloadavg()[0]:.2f})"
                 )
                 scratch = Path(tempfile.mkdtemp(prefix=f"{implementation}-", dir=work))
-                reference = host_reference()
                 try:
                     result = spawn(implementation, path, events, args, scratch)
                 finally:
                     subprocess.run(["rm", "-rf", str(scratch)], check=False)
-                result["host_reference"] = reference
                 total = result["total"]
                 log(
                     f"=== {implementation}: {total['wall_s']:.2f}s wall ({total['events_per_s'] / 1e6:.2f} M events/s), "
-                    f"peak RSS {total['peak_rss_bytes'] / 2**30:.2f} GiB; host just before: first touch "
-                    f"{reference['first_touch_gib_per_s']:.2f} GiB/s, hashing {reference['hash_m_strings_per_s']:.1f} M strings/s"
+                    f"peak RSS {total['peak_rss_bytes'] / 2**30:.2f} GiB, {total['cpu_s']:.1f} CPU s"
                 )
                 runs.append(result)
             chosen = min(runs, key=lambda r: r["total"]["wall_s"])
