@@ -14,6 +14,7 @@ import pytest
 
 from seqbert.data.arrow import filter_rows, item_counts, prefix_mask
 from seqbert.data.canonical import _parse_timestamps
+from seqbert.data.cleaning import _count_where
 from seqbert.data.sources import resolve_source
 from seqbert.tokenization_seqbert import BehaviorTokenizer
 
@@ -86,3 +87,11 @@ def test_truncation_keeps_the_most_recent_events():
     cut = tokenizer.encode_sequences(items, types, times, max_length=7)
     for name in tokenizer.model_input_names:
         assert cut[name] == [row[-7:] for row in full[name]], name
+
+
+def test_count_where_equals_bincount_of_the_selection():
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 50, 5000)
+    for share in (0.0, 0.1, 0.5, 0.9, 0.999, 1.0):
+        mask = rng.random(len(codes)) < share
+        assert np.array_equal(_count_where(codes, mask, 60), np.bincount(codes[mask], minlength=60))

@@ -343,11 +343,11 @@ def _duplicates(
     other with their positions; rows in runs of equal keys are the candidates.
     """
     duplicate = np.zeros(len(keep), dtype=bool)
-    rows = np.flatnonzero(keep) if not keep.all() else np.arange(len(keep))
-    m = len(rows)
+    every = bool(keep.all())
+    rows = None if every else np.flatnonzero(keep)  # None: every row (no full-length index array)
+    m = len(keep) if every else len(rows)
     if m < 2:
         return duplicate
-    every = m == len(keep)
     u = users if every else users[rows]
     t = (ts if every else ts[rows]).astype(np.int64, copy=False)
     candidates = _grouped_candidates(u, t, n_users)
@@ -356,7 +356,7 @@ def _duplicates(
         candidates = _sorted_candidates(u, n_users, items if every else items[rows], n_items, t)
     if candidates is None or not len(candidates):
         return duplicate
-    cand_rows = rows[candidates]
+    cand_rows = candidates if every else rows[candidates]
     index = pa.array(cand_rows)
     grouped = (
         # Take the candidates from the (chunked) columns: no contiguous copy of the whole columns.
@@ -411,6 +411,18 @@ def _sorted_candidates(
     in_run[1:] |= same
     in_run[:-1] |= same
     return np.sort((ordered[in_run] & np.uint64((1 << bits) - 1)).astype(np.int64))
+
+
+def _count_where(codes: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+    """``np.bincount(codes[mask], minlength=size)``. When most rows are selected, all rows are counted
+    and the few unselected ones subtracted: no full-length copy of the selected codes."""
+    unselected = len(mask) - int(np.count_nonzero(mask))
+    if unselected > len(mask) // 2:
+        return np.bincount(codes[mask], minlength=size)
+    counts = np.bincount(codes, minlength=size)
+    if unselected:
+        counts -= np.bincount(codes[~mask], minlength=size)
+    return counts
 
 
 def _in_user_time_order(u: np.ndarray, t: np.ndarray, n_users: int) -> bool:
@@ -601,7 +613,7 @@ def clean_events(
     if (max_events_per_user is not None or rate_limits) and keep.any():
         bots = np.zeros(n_users, dtype=bool)
         if max_events_per_user is not None:
-            bots |= np.bincount(users[counted()], minlength=n_users) > int(max_events_per_user)
+            bots |= _count_where(users, counted(), n_users) > int(max_events_per_user)
         if rate_limits:
             bots |= _rate_bots(counted(), users, n_users, ts_np, rate_limits)
         drop("bot_user", bots[users])
@@ -612,10 +624,10 @@ def clean_events(
     judged_users = judged_items = None
     if early is not None and keep.any():
         if min_user_events > 1:
-            judged_users = np.bincount(users[counted()], minlength=n_users) > 0
+            judged_users = _count_where(users, counted(), n_users) > 0
         if min_item_support > 1 and item_support is None and core is None:
             codes, n_items = items()
-            judged_items = np.bincount(codes[counted()], minlength=n_items) > 0
+            judged_items = _count_where(codes, counted(), n_items) > 0
 
     if core is not None:  # the passes of the whole log's k-core, restricted to these rows
         passes = core.passes(table.column("item_id"), table.column("user_id")) if keep.any() else None
@@ -632,13 +644,13 @@ def clean_events(
                 drop("rare_item", rare_rows)
             elif min_item_support > 1 and keep.any():
                 codes, n_items = items()
-                rare = np.bincount(codes[counted()], minlength=n_items) < int(min_item_support)
+                rare = _count_where(codes, counted(), n_items) < int(min_item_support)
                 drop("rare_item", (rare if judged_items is None else rare & judged_items)[codes])
             else:
                 drop("rare_item", None)
 
             if min_user_events > 1 and keep.any():
-                short = np.bincount(users[counted()], minlength=n_users) < int(min_user_events)
+                short = _count_where(users, counted(), n_users) < int(min_user_events)
                 drop("short_user", (short if judged_users is None else short & judged_users)[users])
             else:
                 drop("short_user", None)
