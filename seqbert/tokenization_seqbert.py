@@ -164,8 +164,15 @@ def _lists(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
     return [values[start:end] for start, end in pairwise(bounds)]
 
 
-# Arrow value types of the encoded streams: those ``datasets.map`` stores for Python-list output.
-_ARROW_STREAM_TYPES = {"input_ids": np.int32, "behavior_ids": np.int64, "time_ids": np.int64, "attention_mask": np.int8}
+_ARROW_STREAM_TYPES = {
+    "input_ids": np.int32,
+    "behavior_ids": np.int16,
+    "time_ids": np.int16,
+    "attention_mask": np.int8,
+}
+"""Value types of the Arrow id streams: 9 bytes per event (int64 behavior and time ids took 21)."""
+MAX_SMALL_IDS = np.iinfo(np.int16).max
+"""Behavior and time ids must stay below this (they are stored as int16)."""
 
 
 def _list_array(flat: np.ndarray, offsets: np.ndarray, dtype: Any = np.int64) -> pa.Array:
@@ -263,6 +270,13 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         self._item_array = item_array
         self._hash_index: tuple[np.ndarray, np.ndarray] | None = None
         self.event_types = list(event_types)
+        if (
+            NUM_BEHAVIOR_SPECIALS + len(self.event_types) > MAX_SMALL_IDS
+            or NUM_TIME_SPECIALS + int(num_gap_buckets) > MAX_SMALL_IDS
+        ):
+            raise ValueError(
+                f"At most {MAX_SMALL_IDS - NUM_TIME_SPECIALS} event types and gap buckets (ids are int16)."
+            )
         self._event_array = pa.array(self.event_types, type=pa.string())
         self.num_gap_buckets = int(num_gap_buckets)
         self.max_length = int(max_length)
@@ -458,7 +472,12 @@ class BehaviorTokenizer(PreTrainedTokenizer):
     def gap_bucket_ids(self, gaps: np.ndarray) -> np.ndarray:
         """Time ids of gaps in seconds: ``3 + min(floor(log2(1 + gap)), num_gap_buckets - 1)``."""
         gaps = np.asarray(gaps, dtype=np.int64).clip(min=0)
-        return np.floor(np.log2(1.0 + gaps)).astype(np.int64).clip(max=self.num_gap_buckets - 1) + NUM_TIME_SPECIALS
+        # floor(log2(x)) of x = 1 + gap is frexp's exponent minus one (exact, no logarithm).
+        _, exponent = np.frexp(gaps + 1.0)
+        ids = exponent.astype(np.int64)
+        np.clip(ids - 1, None, self.num_gap_buckets - 1, out=ids)
+        ids += NUM_TIME_SPECIALS
+        return ids
 
     def time_bucket_ids(self, timestamps: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Time-gap bucket ids for flat ``timestamps`` split into sequences by ``offsets``."""
@@ -503,8 +522,9 @@ class BehaviorTokenizer(PreTrainedTokenizer):
             padding: ``False`` (ragged lists), ``True``/``"longest"`` or ``"max_length"``; always left.
             return_tensors: ``None`` (lists), ``"np"`` or ``"pt"`` (requires padding).
             return_arrow: unpadded rows as Arrow ``ListArray`` columns instead of Python lists (values
-                int32 for ``input_ids``, int8 for ``attention_mask``, int64 otherwise: the types
-                ``datasets.map`` stores); ``None`` (default): Arrow when ``item_ids`` is an Arrow array.
+                int32 for ``input_ids``, int16 for ``behavior_ids`` and ``time_ids``, int8 for
+                ``attention_mask``: 9 bytes per event); ``None`` (default): Arrow when ``item_ids`` is an
+                Arrow array.
         """
         max_length = max_length or self.max_length
         keep = max_length - int(append_mask)
@@ -516,7 +536,10 @@ class BehaviorTokenizer(PreTrainedTokenizer):
             raise ValueError("return_arrow gives unpadded rows: leave padding and return_tensors unset.")
 
         offsets, flat_items = _list_column(item_ids, pa.string(), "item_ids")
-        for name, column, value_type in (("event_types", event_types, pa.string()), ("timestamps", timestamps, pa.int64())):
+        for name, column, value_type in (
+            ("event_types", event_types, pa.string()),
+            ("timestamps", timestamps, pa.int64()),
+        ):
             other, flat = _list_column(column, value_type, name)
             if other.shape != offsets.shape or (other != offsets).any():
                 raise ValueError(f"`{name}` must have one value per item in every sequence.")
@@ -536,7 +559,9 @@ class BehaviorTokenizer(PreTrainedTokenizer):
         if append_mask and query_timestamps is not None:
             queries = np.asarray(query_timestamps, dtype=np.int64)
             if queries.shape != lengths.shape:
-                raise ValueError(f"query_timestamps needs one value per sequence ({len(lengths)}), got {queries.shape}.")
+                raise ValueError(
+                    f"query_timestamps needs one value per sequence ({len(lengths)}), got {queries.shape}."
+                )
             last = flat_times[np.maximum(offsets[1:] - 1, 0)] if len(flat_times) else np.zeros_like(queries)
             tail["time_ids"] = np.where(lengths > 0, self.gap_bucket_ids(queries - last), TIME_FIRST)
 
@@ -579,7 +604,10 @@ class BehaviorTokenizer(PreTrainedTokenizer):
             return BatchEncoding(padded, tensor_type=return_tensors)
         if return_arrow:
             return BatchEncoding(
-                {name: _list_array(streams[name], out_offsets, _ARROW_STREAM_TYPES[name]) for name in self.model_input_names}
+                {
+                    name: _list_array(streams[name], out_offsets, _ARROW_STREAM_TYPES[name])
+                    for name in self.model_input_names
+                }
             )
         return BatchEncoding({name: _lists(streams[name], out_offsets) for name in self.model_input_names})
 
@@ -632,7 +660,9 @@ class BehaviorTokenizer(PreTrainedTokenizer):
             return self.encode_sequences(columns["item_ids"], columns["event_types"], columns["timestamps"], **kwargs)
         if isinstance(events, Sequence) and events and not isinstance(events, str):
             batch = [events] if isinstance(events[0], Mapping) else events
-            if all(isinstance(sequence, Sequence) and all(isinstance(e, Mapping) for e in sequence) for sequence in batch):
+            if all(
+                isinstance(sequence, Sequence) and all(isinstance(e, Mapping) for e in sequence) for sequence in batch
+            ):
                 return self.encode_sequences(*self._columns_from_event_dicts(batch), **kwargs)
         return super().__call__(events, *args, **kwargs)
 

@@ -205,6 +205,7 @@ def test_arrow_batches_give_the_same_ids_as_lists(kwargs):
         sliced = tok(table.slice(10, 20), **sliced_options)
         assert isinstance(arrow["input_ids"], pa.ListArray)
         assert arrow["input_ids"].type == pa.list_(pa.int32()) and arrow["attention_mask"].type == pa.list_(pa.int8())
+        assert arrow["behavior_ids"].type == arrow["time_ids"].type == pa.list_(pa.int16())  # 9 bytes per event
         for name in tok.model_input_names:
             assert arrow[name].to_pylist() == lists[name], (name, options)
             assert sliced[name].to_pylist() == lists[name][10:30], (name, options)
@@ -303,3 +304,10 @@ def test_encode_for_pretraining_chunks_threads_and_cache_file(tmp_path, monkeypa
     assert prepared.encode_for_pretraining(subset, tok, 12)["input_ids"] == [
         row for row in tok(subset[:], max_length=12)["input_ids"] if row and max(row) >= 5
     ]
+
+
+def test_behavior_and_time_ids_must_fit_int16():
+    with pytest.raises(ValueError, match="int16"):
+        BehaviorTokenizer(items=["a"], num_gap_buckets=40_000)
+    with pytest.raises(ValueError, match="int16"):
+        BehaviorTokenizer(items=["a"], event_types=[f"type{k}" for k in range(40_000)])
