@@ -595,7 +595,10 @@ def clean_events(
 
     ts_np = None
     if (deduplicate or rate_limits or count_before is not None) and keep.any():
-        ts_np = contiguous(pc.fill_null(table.column("timestamp"), 0)).to_numpy(zero_copy_only=False)
+        timestamps = table.column("timestamp")  # fill_null copies even without nulls: only when needed
+        ts_np = contiguous(pc.fill_null(timestamps, 0) if timestamps.null_count else timestamps).to_numpy(
+            zero_copy_only=False
+        )
     if deduplicate and keep.any():
         drop(
             "duplicate",
