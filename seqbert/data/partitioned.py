@@ -64,6 +64,8 @@ MERGE_ROWS = 1 << 13
 PART_BATCH_ROWS = 1 << 11
 """Rows per record batch of the per-partition output files (what the merge reads at a time)."""
 OUTPUTS = ("sequences", "train", "validation", "test")
+
+
 @dataclass
 class _Partitioned:
     """The partition files of a log and what the partition pass learned."""
