@@ -19,7 +19,9 @@ implementation):
 For every stage: wall seconds, CPU seconds (all threads), events/s (input events / wall) and the
 peak resident memory seen during the stage (sampled every 10 ms); for the whole run: wall, CPU,
 events/s, peak RSS (``getrusage`` ru_maxrss, exact) and peak anonymous RSS (sampled ``RssAnon``:
-memory that is not a reclaimable file mapping). The input is a synthetic log from
+memory that is not a reclaimable file mapping). With ``--repeats N`` the table shows each
+implementation's fastest run and a line under it the min / median / max total over the N runs: on a
+host whose speed drifts, the median is the figure a typical run reaches. The input is a synthetic log from
 :func:`seqbert.data.synthetic.generate_events` (cached in ``--work-dir``).
 
 Examples::
@@ -41,6 +43,7 @@ import os
 import platform
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -599,6 +602,25 @@ def format_table(events: int, results: dict[str, dict[str, Any]]) -> str:
     return f"N = {events:,} events\n\n" + "\n".join(lines)
 
 
+def run_spread(events: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Total wall seconds over every run of one implementation: min / median / max, and M events/s at
+    each. The table reports the fastest run; the median says what a typical run on this host takes."""
+    walls = sorted(run["total"]["wall_s"] for run in runs)
+    figures = {"runs": len(walls), "min_s": walls[0], "median_s": statistics.median(walls), "max_s": walls[-1]}
+    for key in ("min", "median", "max"):
+        figures[f"{key}_events_per_s"] = events / figures[f"{key}_s"]
+    return figures
+
+
+def format_spread(name: str, spread: dict[str, Any]) -> str:
+    """One line: how the total varied over the runs of ``name``."""
+    rates = "/".join(f"{spread[f'{key}_events_per_s'] / 1e6:.2f}" for key in ("min", "median", "max"))
+    return (
+        f"{name}: {spread['runs']} run(s), total wall min / median / max {spread['min_s']:.2f} / "
+        f"{spread['median_s']:.2f} / {spread['max_s']:.2f} s = {rates} M events/s"
+    )
+
+
 # ============================================================================================== main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -635,7 +657,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats",
         type=int,
         default=1,
-        help="Runs per implementation and size; the fastest (total wall) is reported.",
+        help="Runs per implementation and size; the table shows the fastest (total wall), and a line under it the "
+        "min / median / max total over all runs (JSON: 'spread').",
     )
     parser.add_argument(
         "--partitions", type=int, default=8, help="Partitions (K) of the 'partitioned' implementation."
@@ -710,6 +733,7 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.generate_workers, regenerate=args.regenerate, shuffle=args.shuffle,
         )  # fmt: skip
         best: dict[str, dict[str, Any]] = {}
+        spreads: list[str] = []
         for implementation in implementations:
             runs = []
             for repeat in range(args.repeats):
@@ -729,12 +753,14 @@ def main(argv: list[str] | None = None) -> None:
                 runs.append(result)
             chosen = min(runs, key=lambda r: r["total"]["wall_s"])
             best[implementation] = chosen
+            spread = run_spread(events, runs)
+            spreads.append(format_spread(implementation, spread))
             report["runs"].append(
                 {"events": events, "format": args.format, "shuffled": args.shuffle, "file_bytes": path.stat().st_size,
                  "implementation": implementation,
-                 "best": chosen, "all": runs}
+                 "best": chosen, "spread": spread, "all": runs}
             )  # fmt: skip
-        table = format_table(events, best)
+        table = format_table(events, best) + "\n\nFastest run in the table. " + "; ".join(spreads) + "."
         tables.append(table)
         print("\n" + table + "\n", flush=True)
     report["tables"] = tables

@@ -14,7 +14,7 @@ def test_tiny_run_records_every_implementation(tmp_path):
     out = tmp_path / "bench.json"
     command = [
         sys.executable, str(SCRIPTS / "bench_prepare.py"), "--events", "4000", "--implementations", "seqbert,pandas",
-        "--work-dir", str(tmp_path), "--json", str(out), "--generate-workers", "1",
+        "--work-dir", str(tmp_path), "--json", str(out), "--generate-workers", "1", "--repeats", "2",
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -30,5 +30,13 @@ def test_tiny_run_records_every_implementation(tmp_path):
         assert best["total"]["wall_s"] > 0 and best["total"]["peak_rss_bytes"] > 0
         assert {"read", "clean", "split", "tokenize"} <= set(best["stages"])
         assert best["total"]["cpu_s"] > 0
+        # The table shows the fastest of the repeats; the spread of all of them is recorded beside it.
+        walls = sorted(r["total"]["wall_s"] for r in run["all"])
+        assert len(walls) == 2 and best["total"]["wall_s"] == walls[0]
+        spread = run["spread"]
+        assert (spread["runs"], spread["min_s"], spread["max_s"]) == (2, walls[0], walls[1])
+        assert spread["median_s"] == (walls[0] + walls[1]) / 2
+        assert spread["median_events_per_s"] == 4000 / spread["median_s"]
     assert "| **total (excl. import)** |" in completed.stdout
+    assert "seqbert: 2 run(s), total wall min / median / max" in completed.stdout
     assert "CPU s" in completed.stderr
