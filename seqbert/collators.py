@@ -225,6 +225,39 @@ class DataCollatorForNextItemPrediction:
 
 
 @dataclass
+class DataCollatorWithNextItemTargets:
+    """A Cloze batch plus the same rows as left-to-right next-item targets, under ``next_item_`` keys.
+
+    For the bidirectional model's auxiliary next-item loss (``SeqBertConfig.next_item_loss_weight``):
+    ``cloze`` masks the rows as usual; ``next_item`` (:class:`DataCollatorForNextItemPrediction`) gives
+    ``next_item_input_ids`` … ``next_item_labels`` of the unmasked rows (its event-type labels are
+    left out: the auxiliary loss is over items only). Epochs, generator state and the expected label
+    count are the Cloze collator's.
+    """
+
+    cloze: DataCollatorForMaskedBehaviorModeling
+    next_item: DataCollatorForNextItemPrediction
+
+    def set_epoch(self, epoch: int) -> None:
+        self.cloze.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return self.cloze.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cloze.load_state_dict(state)
+
+    def expected_labels_per_row(self, known_items: np.ndarray) -> np.ndarray:
+        return self.cloze.expected_labels_per_row(known_items)
+
+    def __call__(self, features: Sequence[Mapping[str, Sequence[int]]]) -> dict[str, torch.Tensor]:
+        batch = self.cloze(features)
+        targets = self.next_item(features)
+        batch.update({f"next_item_{name}": value for name, value in targets.items() if name != "behavior_labels"})
+        return batch
+
+
+@dataclass
 class DataCollatorWithLeftPadding:
     """Left-pads the id streams and stacks scalar fields (``labels``, ``target_ids``) as tensors."""
 
@@ -240,6 +273,7 @@ class DataCollatorWithLeftPadding:
 
 
 __all__ = [
-    "DataCollatorForMaskedBehaviorModeling", "DataCollatorForNextItemPrediction", "DataCollatorWithLeftPadding", "pad_left",
+    "DataCollatorForMaskedBehaviorModeling", "DataCollatorForNextItemPrediction", "DataCollatorWithLeftPadding",
+    "DataCollatorWithNextItemTargets", "pad_left",
     "known_items_per_row", "pad_streams", "random_prefixes",
 ]

@@ -51,6 +51,7 @@ class SeqBertConfig(PretrainedConfig):
     attention_type: str = "bidirectional"  # "bidirectional" (BERT, Cloze) | "causal" (SASRec-style next item)
     loss_type: str = "full"  # item loss: "full" softmax over the catalog | "sampled" softmax with log-Q correction
     num_negatives: int = 1024  # shared negatives per batch when loss_type == "sampled"
+    next_item_loss_weight: float = 0.0  # bidirectional only: + weight x a left-to-right next-item loss (same weights)
     num_item_categories: int = 0  # > 0: add a learned category (e.g. brand) embedding to every item, in and out
     categories_per_item: int = 1  # > 1: each item has up to this many categories (brand, category path ...), summed
     classifier_dropout: float | None = None
@@ -78,6 +79,10 @@ class SeqBertConfig(PretrainedConfig):
             raise ValueError(f"attention_type must be 'bidirectional' or 'causal', got {self.attention_type!r}.")
         if self.loss_type not in ("full", "sampled"):
             raise ValueError(f"loss_type must be 'full' or 'sampled', got {self.loss_type!r}.")
+        if self.next_item_loss_weight < 0:
+            raise ValueError(f"next_item_loss_weight must be >= 0, got {self.next_item_loss_weight}.")
+        if self.next_item_loss_weight > 0 and self.attention_type != "bidirectional":
+            raise ValueError("next_item_loss_weight > 0 is an auxiliary loss of the bidirectional model only.")
         if self.num_item_categories < 0:
             raise ValueError(f"num_item_categories must be >= 0, got {self.num_item_categories}.")
         if self.categories_per_item < 1:

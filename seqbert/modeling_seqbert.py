@@ -59,6 +59,8 @@ class MaskedBehaviorModelingOutput(ModelOutput):
         behavior_logits (`torch.FloatTensor`): event-type scores, same leading shape as ``logits``.
         item_loss / behavior_loss (`torch.FloatTensor`, *optional*): the two loss terms, for logging.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*): per-layer hidden states.
+        next_item_loss (`torch.FloatTensor`, *optional*): the auxiliary left-to-right next-item loss
+            (``config.next_item_loss_weight`` > 0 and ``next_item_labels`` given), already included in ``loss``.
     """
 
     loss: torch.FloatTensor | None = None
@@ -67,6 +69,7 @@ class MaskedBehaviorModelingOutput(ModelOutput):
     item_loss: torch.FloatTensor | None = None
     behavior_loss: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    next_item_loss: torch.FloatTensor | None = None
 
 
 # Candidate match types (``candidate_match_ids`` of SeqBertForSequenceClassification with config.candidate_match).
@@ -294,8 +297,11 @@ class SeqBertModel(SeqBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         extra_embeddings: torch.Tensor | None = None,
+        causal: bool | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, ...] | BaseModelOutput:
+        """``causal`` overrides ``config.attention_type`` for this call (the bidirectional model's auxiliary
+        next-item pass runs the same weights left to right)."""
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         if behavior_ids is None:
@@ -306,7 +312,9 @@ class SeqBertModel(SeqBertPreTrainedModel):
         return_dict = return_dict if return_dict is not None else True
 
         hidden_states = self.embeddings(input_ids, behavior_ids, time_ids, attention_mask, extra_embeddings)
-        attention_bias = attention_allowed(attention_mask, causal=self.config.attention_type == "causal")
+        if causal is None:
+            causal = self.config.attention_type == "causal"
+        attention_bias = attention_allowed(attention_mask, causal=causal)
         all_hidden_states: tuple[torch.Tensor, ...] = (hidden_states,) if output_hidden_states else ()
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_bias)
@@ -422,6 +430,31 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.head.decoder = new_embeddings
 
+    def _labelled_item_loss(
+        self, hidden_states: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Item loss over the positions whose label is not -100, scoring only those positions.
+
+        Returns (loss, selected positions, their transformed states, their item scores; scores are None
+        for sampled training, which never scores nor touches the whole catalog). A batch without any
+        label gets a zero loss that keeps the graph (not NaN).
+        """
+        selected = labels != -100
+        transformed = self.head.transform(hidden_states[selected])
+        sampled = self.config.loss_type == "sampled" and self.training
+        item_scores = None if sampled else self.head.item_logits(transformed, self.item_output_weights())
+        if not selected.any():
+            return hidden_states.sum() * 0.0, selected, transformed, item_scores
+        targets = labels[selected] - self.config.num_special_tokens
+        if sampled:
+            loss = self.head.sampled_item_loss(
+                transformed, targets, self.config.num_negatives, self.negative_log_proposal,
+                self.config.label_smoothing, self.item_output_rows,
+            )  # fmt: skip
+        else:
+            loss = F.cross_entropy(item_scores.float(), targets, label_smoothing=self.config.label_smoothing)
+        return loss, selected, transformed, item_scores
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -432,41 +465,38 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         behavior_labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        next_item_input_ids: torch.Tensor | None = None,
+        next_item_behavior_ids: torch.Tensor | None = None,
+        next_item_time_ids: torch.Tensor | None = None,
+        next_item_attention_mask: torch.Tensor | None = None,
+        next_item_labels: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, ...] | MaskedBehaviorModelingOutput:
+        r"""``next_item_*`` (with ``config.next_item_loss_weight`` > 0): the same rows unmasked, as inputs
+        ``e_1 .. e_{n-1}`` with labels ``e_2 .. e_n`` (:class:`~seqbert.collators.DataCollatorForNextItemPrediction`).
+        The encoder then also runs them left to right (causal attention, same weights) and
+        ``loss += next_item_loss_weight * next-item loss``: every event after the first is a target, as
+        in SASRec, on top of the Cloze positions. Inference is unchanged (bidirectional, appended mask)."""
         return_dict = return_dict if return_dict is not None else True
         outputs = self.seqbert(
             input_ids, behavior_ids, time_ids, attention_mask, output_hidden_states=output_hidden_states
         )
         hidden_states = outputs.last_hidden_state
-        loss = item_loss = behavior_loss = None
+        loss = item_loss = behavior_loss = next_item_loss = None
         if labels is not None:
-            # Score only labelled positions: (num_labelled, hidden).
-            selected = labels != -100
-            transformed = self.head.transform(hidden_states[selected])
+            item_loss, selected, transformed, item_scores = self._labelled_item_loss(hidden_states, labels)
             behavior_logits = self.head.behavior_decoder(transformed)
-            targets = labels[selected] - self.config.num_special_tokens
-            sampled = self.config.loss_type == "sampled" and self.training
-            # Sampled training never scores (nor touches) the whole catalog (logits are then None).
-            item_scores = None if sampled else self.head.item_logits(transformed, self.item_output_weights())
-            if not selected.any():
-                # Nothing to predict in this batch: a zero loss that keeps the graph (not NaN).
-                item_loss = loss = hidden_states.sum() * 0.0
-                return MaskedBehaviorModelingOutput(
-                    loss=loss, logits=None if sampled else self.head.full_vocab_logits(item_scores),
-                    behavior_logits=behavior_logits, item_loss=item_loss, hidden_states=outputs.hidden_states,
-                )
-            if sampled:
-                item_loss = self.head.sampled_item_loss(
-                    transformed, targets, self.config.num_negatives, self.negative_log_proposal,
-                    self.config.label_smoothing, self.item_output_rows,
-                )  # fmt: skip
-            else:
-                item_loss = F.cross_entropy(item_scores.float(), targets, label_smoothing=self.config.label_smoothing)
             loss = item_loss
-            if behavior_labels is not None and self.config.behavior_loss_weight > 0:
+            if selected.any() and behavior_labels is not None and self.config.behavior_loss_weight > 0:
                 behavior_loss = F.cross_entropy(behavior_logits.float(), behavior_labels[selected], ignore_index=-100)
                 loss = item_loss + self.config.behavior_loss_weight * behavior_loss
+            if next_item_labels is not None and self.config.next_item_loss_weight > 0:
+                causal_states = self.seqbert(
+                    next_item_input_ids, next_item_behavior_ids, next_item_time_ids, next_item_attention_mask,
+                    causal=True,
+                ).last_hidden_state
+                next_item_loss = self._labelled_item_loss(causal_states, next_item_labels)[0]
+                loss = loss + self.config.next_item_loss_weight * next_item_loss
         else:
             transformed = self.head.transform(hidden_states)
             item_scores = self.head.item_logits(transformed, self.item_output_weights())
@@ -483,6 +513,7 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             item_loss=item_loss,
             behavior_loss=behavior_loss,
             hidden_states=outputs.hidden_states,
+            next_item_loss=next_item_loss,
         )
 
     @torch.no_grad()

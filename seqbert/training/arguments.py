@@ -161,6 +161,13 @@ class PretrainArguments:
     max_categories_per_item: int = field(
         default=8, metadata={"help": "With --item_category_separator: the most categories one item keeps."}
     )
+    next_item_loss_weight: float = field(
+        default=0.0,
+        metadata={"help": "Bidirectional model only: add this weight x a left-to-right next-item loss. Each batch's rows "
+                  "also run unmasked through the same encoder with causal attention, and every event after the first "
+                  "is a target (as in SASRec / --attention_type causal), on top of the Cloze positions. About twice "
+                  "the compute per step; inference stays bidirectional with an appended [MASK]. 0 = off."},
+    )
     label_weighting: str = field(
         default="batch",
         metadata={"choices": ["batch", "dataset"], "help": "batch: the loss is the mean over each batch's labelled positions, so every batch weighs the "

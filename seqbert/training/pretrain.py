@@ -27,6 +27,7 @@ from ..collators import (
     DataCollatorForMaskedBehaviorModeling,
     DataCollatorForNextItemPrediction,
     DataCollatorWithLeftPadding,
+    DataCollatorWithNextItemTargets,
     known_items_per_row,
 )
 from ..configuration_seqbert import SeqBertConfig
@@ -119,6 +120,7 @@ def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArgumen
         attention_type=pre_args.attention_type,
         loss_type=pre_args.loss_type,
         num_negatives=pre_args.num_negatives,
+        next_item_loss_weight=pre_args.next_item_loss_weight,
         num_item_categories=num_categories,
         categories_per_item=1 if categories is None or categories.dim() == 1 else categories.shape[1],
         **vars(model_args),
@@ -212,10 +214,11 @@ LABEL_WEIGHTINGS = ("batch", "dataset")
 
 
 def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
-    """Cloze masking for the bidirectional model, shifted next-item targets for the causal one."""
+    """Cloze masking for the bidirectional model (plus the unmasked rows' next-item targets with
+    --next_item_loss_weight), shifted next-item targets for the causal one."""
     if pre_args.attention_type == "causal":
         return DataCollatorForNextItemPrediction(num_special_tokens=tokenizer.num_special_tokens)
-    return DataCollatorForMaskedBehaviorModeling(
+    cloze = DataCollatorForMaskedBehaviorModeling(
         num_special_tokens=tokenizer.num_special_tokens,
         vocab_size=tokenizer.vocab_size,
         mask_token_id=tokenizer.mask_token_id,
@@ -225,6 +228,10 @@ def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
         next_item_prefixes=pre_args.next_item_prefixes,
         seed=seed,
     )
+    if pre_args.next_item_loss_weight > 0:
+        next_item = DataCollatorForNextItemPrediction(num_special_tokens=tokenizer.num_special_tokens)
+        return DataCollatorWithNextItemTargets(cloze, next_item)
+    return cloze
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -233,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--item_category_separator applies with --item_categories only.")
     if pre_args.max_categories_per_item < 1:
         raise ValueError(f"--max_categories_per_item must be >= 1, got {pre_args.max_categories_per_item}.")
+    if pre_args.next_item_loss_weight > 0 and pre_args.label_weighting != "batch":
+        raise ValueError("--next_item_loss_weight combines with --label_weighting batch only (the dataset weighting "
+                         "counts Cloze labels).")
     accelerator = make_accelerator(args)
     logger.info("processes=%d device=%s mixed_precision=%s", accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
     data = PreparedData.load(args.data_dir)
@@ -285,10 +295,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     def loss_fn(model, batch):
         flops.add(batch["input_ids"], batch["labels"])
+        if "next_item_labels" in batch:  # the auxiliary left-to-right pass
+            flops.add(batch["next_item_input_ids"], batch["next_item_labels"])
         outputs = model(**batch)
         scalars = {"item_loss": outputs.item_loss.detach()}
         if outputs.behavior_loss is not None:
             scalars["behavior_loss"] = outputs.behavior_loss.detach()
+        if outputs.next_item_loss is not None:
+            scalars["next_item_loss"] = outputs.next_item_loss.detach()
         if labels_per_batch is None:
             return outputs.loss, scalars
         # Batch mean -> sum / expected count: every labelled position weighs the same, whatever its batch.
