@@ -123,6 +123,13 @@ def test_pretrain_trains_and_logs_the_auxiliary_loss(tmp_path):
     assert json.loads((output / "config.json").read_text())["next_item_loss_weight"] == 0.5
     logged = [record for record in read_log(output) if "next_item_loss" in record]
     assert len(logged) == 4 and all(record["next_item_loss"] > 0 for record in logged)
+    # Continuing from the folder: this run's option decides the objective (here: off again).
+    pretrain.main([
+        "--data_dir", str(prepared), "--output_dir", str(tmp_path / "continued"), "--max_length", "16", "--max_steps", "1",
+        "--per_device_batch_size", "16", "--init_from", str(output),
+    ])  # fmt: skip
+    assert json.loads((tmp_path / "continued" / "config.json").read_text())["next_item_loss_weight"] == 0.0
+    assert not any("next_item_loss" in record for record in read_log(tmp_path / "continued"))
     with pytest.raises(ValueError, match="label_weighting batch only"):
         pretrain.main([
             "--data_dir", str(prepared), "--output_dir", str(tmp_path / "refused"), "--max_steps", "1",

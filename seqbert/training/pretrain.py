@@ -101,7 +101,12 @@ def item_category_table(
 
 def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArguments, max_length: int, train=None):
     if pre_args.init_from:
-        return SeqBertForMaskedBehaviorModeling.from_pretrained(pre_args.init_from)
+        model = SeqBertForMaskedBehaviorModeling.from_pretrained(pre_args.init_from)
+        # A training objective, not architecture: this run's --next_item_loss_weight applies (the collator follows it).
+        if pre_args.next_item_loss_weight > 0 and model.config.attention_type != "bidirectional":
+            raise ValueError("--next_item_loss_weight is an auxiliary loss of the bidirectional model only.")
+        model.config.next_item_loss_weight = pre_args.next_item_loss_weight
+        return model
     categories, num_categories = (
         item_category_table(train, tokenizer, pre_args.item_category_separator, pre_args.max_categories_per_item)
         if pre_args.item_categories
