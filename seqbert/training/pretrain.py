@@ -13,7 +13,6 @@ import logging
 import resource
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
