@@ -198,7 +198,7 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
             "train_wall_seconds": wall, "peak_rss_mib": summary.get("peak_rss_mib"), "device": summary.get("device"),
             "train_sequences_per_second_incl_validation": round(summary["train_sequences"] * epochs / wall, 1) if wall else None,
             "num_parameters": sum(p.numel() for p in model.parameters()),
-            "recipe": " ".join(RECIPES[model_name]),
+            "recipe": " ".join([*RECIPES[model_name], *args.extra_train_args.split()]),
         }  # fmt: skip
         records.append(score(model_name, model_scorer(model), seed, extra))
     return records
