@@ -76,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
     parser.add_argument("--extra-train-args", default="", help="Extra options appended to every training command (quoted string).")
     parser.add_argument("--skip-training", action="store_true", help="Only evaluate model folders that already exist in --work-dir.")
+    parser.add_argument(
+        "--next-item-query", default=None, choices=["mask", "mask+causal"],
+        help="Evaluate the bidirectional folders with this next-item query instead of their own (see `seqbert pretrain "
+        "--next_item_query`); their validation NDCG@10 is then recomputed with it (the one from training is kept as "
+        "validation_ndcg@10_training_query), so queries are compared on validation. To early-stop on a query, pass "
+        "--next_item_query in --extra-train-args instead.",
+    )
     return parser.parse_args(argv)
 
 
@@ -144,7 +151,7 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
     from seqbert import SeqBertForMaskedBehaviorModeling
     from seqbert.baselines import fit_next_item_baselines
     from seqbert.collators import DataCollatorWithLeftPadding
-    from seqbert.evaluation import collect_rank_variants, model_scorer, popularity_negatives, ranking_intervals
+    from seqbert.evaluation import collect_rank_variants, collect_ranks, model_scorer, popularity_negatives, ranking_intervals
     from seqbert.metrics.functional import ranking_metrics
     from seqbert.prepared import PreparedData, encode_for_next_item, encode_for_pretraining
     from seqbert.training.sampling import sorted_by_length
@@ -155,6 +162,11 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
     test_rows = sorted_by_length(encode_for_next_item(data.splits["test"], tokenizer, args.max_length))  # less padding
     loader = DataLoader(test_rows, batch_size=1024, collate_fn=DataCollatorWithLeftPadding())
     batches = [{k: v.to(device) for k, v in batch.items()} for batch in loader]
+    validation_batches = []
+    if args.next_item_query:
+        validation_rows = sorted_by_length(encode_for_next_item(data.splits["validation"], tokenizer, args.max_length))
+        validation_loader = DataLoader(validation_rows, batch_size=1024, collate_fn=DataCollatorWithLeftPadding())
+        validation_batches = [{k: v.to(device) for k, v in batch.items()} for batch in validation_loader]
     num_items = tokenizer.vocab_size - tokenizer.num_special_tokens
     targets = np.asarray(test_rows["target_ids"])
     negatives = None
@@ -200,6 +212,12 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "recipe": " ".join([*RECIPES[model_name], *args.extra_train_args.split()]),
         }  # fmt: skip
+        if args.next_item_query and model.config.attention_type == "bidirectional":
+            model.set_next_item_query(args.next_item_query)
+            ranks, _ = collect_ranks(model_scorer(model), validation_batches, num_special_tokens=tokenizer.num_special_tokens)
+            extra["validation_ndcg@10_training_query"] = extra["validation_ndcg@10"]
+            extra["validation_ndcg@10"] = ranking_metrics(ranks, num_items=num_items)["ndcg@10"]
+        extra["next_item_query"] = model.config.next_item_query
         records.append(score(model_name, model_scorer(model), seed, extra))
     return records
 

@@ -266,6 +266,11 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="Rank the model's scores item chunk by item chunk (exact same ranks, bounded memory for catalogs of "
         "millions of items); history kept.",
     )
+    parser.add_argument(
+        "--next-item-query", default=None, choices=["mask", "mask+causal"],
+        help="Bidirectional model: score from the appended [MASK] (mask) or from the mean of that query and a "
+        "left-to-right pass's (mask+causal, for models trained with --next_item_loss_weight). Default: the model's own.",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -282,6 +287,11 @@ def run_evaluate(args: argparse.Namespace) -> dict:
 
     data = PreparedData.load(args.data_dir)
     model = SeqBertForMaskedBehaviorModeling.from_pretrained(args.model_dir).eval()
+    if args.next_item_query:
+        try:
+            model.set_next_item_query(args.next_item_query)
+        except ValueError as error:
+            raise SystemExit(f"seqbert evaluate: error: {error}") from None
     tokenizer = BehaviorTokenizer.from_pretrained(args.model_dir)
     if tokenizer.items != data.tokenizer.items:
         raise SystemExit(f"{args.model_dir} was trained with a different item vocabulary than {args.data_dir}.")
@@ -300,7 +310,10 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         ranks, num_items = collect_ranks_chunked(model, loader, chunk_size=args.item_chunk_size)
         results = {"seqbert": ranking_metrics(ranks, num_items=num_items), **results}
     label = "history removed" if args.exclude_history else "history kept"
-    output = {"split": args.split, "ranking": f"full catalog, pessimistic ties, {label}", "metrics": results}
+    output = {
+        "split": args.split, "ranking": f"full catalog, pessimistic ties, {label}",
+        "next_item_query": model.config.next_item_query, "metrics": results,
+    }
     print(json.dumps(output, indent=2))
     return output
 

@@ -9,6 +9,20 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+# How a bidirectional model forms its next-item query (``SeqBertConfig.next_item_query``): "mask" = the
+# appended [MASK]'s state (BERT4Rec); "mask+causal" = the mean of that and the last event's state in a
+# left-to-right pass of the same weights, for models trained with ``next_item_loss_weight`` > 0 (a causal
+# model always uses the latter pass alone).
+NEXT_ITEM_QUERIES = ("mask", "mask+causal")
+
+
+def check_next_item_query(query: str, attention_type: str) -> None:
+    """Raise ``ValueError`` unless ``query`` is one of :data:`NEXT_ITEM_QUERIES` and fits ``attention_type``."""
+    if query not in NEXT_ITEM_QUERIES:
+        raise ValueError(f"next_item_query must be one of {NEXT_ITEM_QUERIES}, got {query!r}.")
+    if query != "mask" and attention_type != "bidirectional":
+        raise ValueError(f"next_item_query {query!r} applies to the bidirectional model only.")
+
 
 class SeqBertConfig(PretrainedConfig):
     r"""Configuration of a SeqBERT behavior-sequence encoder.
@@ -52,6 +66,7 @@ class SeqBertConfig(PretrainedConfig):
     loss_type: str = "full"  # item loss: "full" softmax over the catalog | "sampled" softmax with log-Q correction
     num_negatives: int = 1024  # shared negatives per batch when loss_type == "sampled"
     next_item_loss_weight: float = 0.0  # bidirectional only: + weight x a left-to-right next-item loss (same weights)
+    next_item_query: str = "mask"  # inference, bidirectional only: "mask" | "mask+causal" (see NEXT_ITEM_QUERIES)
     num_item_categories: int = 0  # > 0: add a learned category (e.g. brand) embedding to every item, in and out
     categories_per_item: int = 1  # > 1: each item has up to this many categories (brand, category path ...), summed
     classifier_dropout: float | None = None
@@ -83,6 +98,7 @@ class SeqBertConfig(PretrainedConfig):
             raise ValueError(f"next_item_loss_weight must be >= 0, got {self.next_item_loss_weight}.")
         if self.next_item_loss_weight > 0 and self.attention_type != "bidirectional":
             raise ValueError("next_item_loss_weight > 0 is an auxiliary loss of the bidirectional model only.")
+        check_next_item_query(self.next_item_query, self.attention_type)
         if self.num_item_categories < 0:
             raise ValueError(f"num_item_categories must be >= 0, got {self.num_item_categories}.")
         if self.categories_per_item < 1:
@@ -99,4 +115,4 @@ class SeqBertConfig(PretrainedConfig):
         return self.vocab_size - self.num_special_tokens
 
 
-__all__ = ["SeqBertConfig"]
+__all__ = ["NEXT_ITEM_QUERIES", "SeqBertConfig", "check_next_item_query"]

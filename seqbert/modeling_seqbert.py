@@ -35,7 +35,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
-from .configuration_seqbert import SeqBertConfig
+from .configuration_seqbert import SeqBertConfig, check_next_item_query
 
 
 _AUTO_MAP = {
@@ -525,12 +525,41 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Query vectors `(batch_size, hidden_size)` whose dot product with :meth:`item_output_weights`
-        (plus :meth:`item_output_bias`) gives the next-item scores; lets huge catalogs be scored in chunks."""
+        (plus :meth:`item_output_bias`) gives the next-item scores; lets huge catalogs be scored in chunks.
+
+        Bidirectional: the appended ``[MASK]``'s state; with ``config.next_item_query == "mask+causal"`` the
+        mean of that query and the causal pass's (so the scores are the mean of both passes' logits). Causal:
+        the last event's state, the appended mask hidden.
+        """
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
+        check_next_item_query(self.config.next_item_query, self.config.attention_type)
         if self.config.attention_type == "causal":
+            return self._last_token_query(input_ids, behavior_ids, time_ids, attention_mask, causal=True)
+        query = self._last_token_query(input_ids, behavior_ids, time_ids, attention_mask, causal=False)
+        if self.config.next_item_query == "mask+causal":
+            query = (query + self._last_token_query(input_ids, behavior_ids, time_ids, attention_mask, causal=True)) / 2
+        return query
+
+    def set_next_item_query(self, query: str) -> None:
+        """Switch how next-item queries are formed (``"mask"`` | ``"mask+causal"``, see :meth:`next_item_queries`);
+        saved with the config. Raises ``ValueError`` for an unknown query or "mask+causal" on a causal model."""
+        check_next_item_query(query, self.config.attention_type)
+        self.config.next_item_query = query
+
+    def _last_token_query(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor | None,
+        time_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        causal: bool,
+    ) -> torch.Tensor:
+        """Transformed state of each row's last real token: the appended mask (bidirectional pass) or, with
+        ``causal``, the last event (left to right, the trailing mask hidden as in causal training)."""
+        if causal:
             attention_mask = drop_trailing_mask(input_ids, attention_mask, self.config.mask_token_id)
-        hidden_states = self.seqbert(input_ids, behavior_ids, time_ids, attention_mask).last_hidden_state
+        hidden_states = self.seqbert(input_ids, behavior_ids, time_ids, attention_mask, causal=causal).last_hidden_state
         last = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
         return self.head.transform(last)
 

@@ -1,5 +1,6 @@
 """The bidirectional model's auxiliary left-to-right next-item loss (--next_item_loss_weight): the
-collator's extra targets, the loss the model adds, and the pretraining command with it."""
+collator's extra targets, the loss the model adds, the pretraining command with it, and the
+"mask+causal" next-item query that scores with both passes (--next_item_query)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 import torch
 
-from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling, cli
 from seqbert.collators import (
     DataCollatorForMaskedBehaviorModeling,
     DataCollatorForNextItemPrediction,
@@ -50,6 +51,26 @@ def tiny_model(**overrides) -> SeqBertForMaskedBehaviorModeling:
 ROWS = [[6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16, 17, 18, 19]]
 
 
+def as_causal(model: SeqBertForMaskedBehaviorModeling) -> SeqBertForMaskedBehaviorModeling:
+    """The same weights loaded as a causal (SASRec-style) model."""
+    config = SeqBertConfig(**{**model.config.to_dict(), "attention_type": "causal", "next_item_loss_weight": 0.0,
+                              "next_item_query": "mask"})  # fmt: skip
+    causal = SeqBertForMaskedBehaviorModeling(config).eval()
+    causal.load_state_dict(model.state_dict())
+    return causal
+
+
+def query_batch() -> dict[str, torch.Tensor]:
+    """ROWS with the appended [MASK] (id 1), left-padded, as the tokenizer encodes histories for inference."""
+    width = max(len(row) for row in ROWS) + 1
+    input_ids = torch.zeros(len(ROWS), width, dtype=torch.long)
+    for i, row in enumerate(ROWS):
+        input_ids[i, width - len(row) - 1 :] = torch.tensor([*row, 1])
+    attention_mask = (input_ids != 0).long()
+    return {"input_ids": input_ids, "behavior_ids": attention_mask * 2, "time_ids": attention_mask * 3,
+            "attention_mask": attention_mask}  # fmt: skip
+
+
 def test_collator_adds_the_unmasked_rows_as_next_item_targets():
     rows = features(ROWS)
     batch = collator()(rows)
@@ -80,9 +101,7 @@ def test_auxiliary_loss_is_the_causal_models_loss_with_the_same_weights():
     model = tiny_model(next_item_loss_weight=0.5).eval()
     out = model(**batch)
     # The same weights as a causal model, on the next-item part of the batch alone.
-    causal = SeqBertForMaskedBehaviorModeling(SeqBertConfig(**{**model.config.to_dict(), "attention_type": "causal",
-                                                               "next_item_loss_weight": 0.0})).eval()  # fmt: skip
-    causal.load_state_dict(model.state_dict())
+    causal = as_causal(model)
     next_only = {name.removeprefix("next_item_"): value for name, value in batch.items() if name.startswith("next_item_")}
     expected = causal(**next_only).item_loss
     assert torch.allclose(out.next_item_loss, expected, atol=1e-6)
@@ -111,16 +130,52 @@ def test_auxiliary_loss_is_refused_for_the_causal_model():
         SeqBertConfig(next_item_loss_weight=-1.0)
 
 
-def test_pretrain_trains_and_logs_the_auxiliary_loss(tmp_path):
+def test_mask_causal_query_is_the_mean_of_the_bidirectional_and_the_causal_query():
+    model = tiny_model(next_item_loss_weight=1.0).eval()
+    batch = query_batch()
+    bidirectional = model.next_item_queries(**batch)
+    causal = as_causal(model).next_item_queries(**batch)
+    assert not torch.allclose(bidirectional, causal, atol=1e-3)
+    model.set_next_item_query("mask+causal")
+    assert torch.allclose(model.next_item_queries(**batch), (bidirectional + causal) / 2, atol=1e-6)
+    # Scores are linear in the query: the mean of both passes' logits.
+    weights, bias = model.item_output_weights(), model.item_output_bias()
+    expected = ((bidirectional @ weights.T + bias) + (causal @ weights.T + bias)) / 2
+    assert torch.allclose(model.next_item_scores(**batch), expected, atol=1e-5)
+
+
+def test_next_item_query_is_validated_and_saved(tmp_path):
+    with pytest.raises(ValueError, match="must be one of"):
+        SeqBertConfig(next_item_query="causal")
+    with pytest.raises(ValueError, match="bidirectional model only"):
+        SeqBertConfig(attention_type="causal", next_item_query="mask+causal")
+    model = tiny_model()
+    with pytest.raises(ValueError, match="must be one of"):
+        model.set_next_item_query("last")
+    model.set_next_item_query("mask+causal")
+    model.save_pretrained(tmp_path)
+    assert SeqBertForMaskedBehaviorModeling.from_pretrained(tmp_path).config.next_item_query == "mask+causal"
+    assert tiny_model().config.next_item_query == "mask"  # BERT4Rec's query by default
+
+
+def test_pretrain_trains_and_logs_the_auxiliary_loss(tmp_path, capsys):
     prepared = prepare_synthetic_temporal(tmp_path / "data", num_users=120, seed=5)
     output = tmp_path / "model"
     summary = pretrain.main([
         "--data_dir", str(prepared), "--output_dir", str(output), "--max_length", "16", "--max_steps", "4",
         "--per_device_batch_size", "16", "--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "2",
         "--intermediate_size", "24", "--next_item_loss_weight", "0.5", "--logging_steps", "1",
+        "--next_item_query", "mask+causal",
     ])  # fmt: skip
     assert summary["global_step"] == 4
-    assert json.loads((output / "config.json").read_text())["next_item_loss_weight"] == 0.5
+    config = json.loads((output / "config.json").read_text())
+    assert config["next_item_loss_weight"] == 0.5 and config["next_item_query"] == "mask+causal"
+    # `seqbert evaluate` ranks with the folder's query unless told otherwise, and says which.
+    capsys.readouterr()
+    for option, query in (([], "mask+causal"), (["--next-item-query", "mask"], "mask")):
+        assert cli.main(["evaluate", str(output), "--data-dir", str(prepared), "--split", "validation", *option]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["next_item_query"] == query and 0 <= result["metrics"]["seqbert"]["ndcg@10"] <= 1
     logged = [record for record in read_log(output) if "next_item_loss" in record]
     assert len(logged) == 4 and all(record["next_item_loss"] > 0 for record in logged)
     # Continuing from the folder: this run's option decides the objective (here: off again).

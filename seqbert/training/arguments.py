@@ -168,6 +168,13 @@ class PretrainArguments:
                   "is a target (as in SASRec / --attention_type causal), on top of the Cloze positions. About twice "
                   "the compute per step; inference stays bidirectional with an appended [MASK]. 0 = off."},
     )
+    next_item_query: str = field(
+        default="mask",
+        metadata={"choices": ["mask", "mask+causal"], "help": "Bidirectional model: the next-item query used for validation "
+                  "(early stopping) and saved in the config for inference. mask: the appended [MASK]'s state (BERT4Rec). "
+                  "mask+causal: the mean of that query and the last event's in a left-to-right pass of the same weights "
+                  "(two encoder passes per query; meant for models trained with --next_item_loss_weight > 0)."},
+    )
     label_weighting: str = field(
         default="batch",
         metadata={"choices": ["batch", "dataset"], "help": "batch: the loss is the mean over each batch's labelled positions, so every batch weighs the "

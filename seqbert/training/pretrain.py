@@ -101,10 +101,12 @@ def item_category_table(
 def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArguments, max_length: int, train=None):
     if pre_args.init_from:
         model = SeqBertForMaskedBehaviorModeling.from_pretrained(pre_args.init_from)
-        # A training objective, not architecture: this run's --next_item_loss_weight applies (the collator follows it).
+        # Objective and query, not architecture: this run's --next_item_loss_weight (the collator follows it) and
+        # --next_item_query apply, not the folder's.
         if pre_args.next_item_loss_weight > 0 and model.config.attention_type != "bidirectional":
             raise ValueError("--next_item_loss_weight is an auxiliary loss of the bidirectional model only.")
         model.config.next_item_loss_weight = pre_args.next_item_loss_weight
+        model.set_next_item_query(pre_args.next_item_query)
         return model
     categories, num_categories = (
         item_category_table(train, tokenizer, pre_args.item_category_separator, pre_args.max_categories_per_item)
@@ -125,6 +127,7 @@ def build_model(tokenizer, model_args: ModelArguments, pre_args: PretrainArgumen
         loss_type=pre_args.loss_type,
         num_negatives=pre_args.num_negatives,
         next_item_loss_weight=pre_args.next_item_loss_weight,
+        next_item_query=pre_args.next_item_query,
         num_item_categories=num_categories,
         categories_per_item=1 if categories is None or categories.dim() == 1 else categories.shape[1],
         **vars(model_args),
