@@ -151,7 +151,13 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
     from seqbert import SeqBertForMaskedBehaviorModeling
     from seqbert.baselines import fit_next_item_baselines
     from seqbert.collators import DataCollatorWithLeftPadding
-    from seqbert.evaluation import collect_rank_variants, collect_ranks, model_scorer, popularity_negatives, ranking_intervals
+    from seqbert.evaluation import (
+        collect_rank_variants,
+        collect_ranks,
+        model_scorer,
+        popularity_negatives,
+        ranking_intervals,
+    )
     from seqbert.metrics.functional import ranking_metrics
     from seqbert.prepared import PreparedData, encode_for_next_item, encode_for_pretraining
     from seqbert.training.sampling import sorted_by_length
