@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extra-train-args", default="", help="Extra options appended to every training command (quoted string).")
     parser.add_argument("--skip-training", action="store_true", help="Only evaluate model folders that already exist in --work-dir.")
     parser.add_argument(
-        "--next-item-query", default=None, choices=["mask", "mask+causal"],
+        "--next-item-query", default=None, choices=["mask", "causal", "mask+causal"],
         help="Evaluate the bidirectional folders with this next-item query instead of their own (see `seqbert pretrain "
         "--next_item_query`); their validation NDCG@10 is then recomputed with it (the one from training is kept as "
         "validation_ndcg@10_training_query), so queries are compared on validation. To early-stop on a query, pass "

@@ -267,9 +267,10 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "millions of items); history kept.",
     )
     parser.add_argument(
-        "--next-item-query", default=None, choices=["mask", "mask+causal"],
-        help="Bidirectional model: score from the appended [MASK] (mask) or from the mean of that query and a "
-        "left-to-right pass's (mask+causal, for models trained with --next_item_loss_weight). Default: the model's own.",
+        "--next-item-query", default=None, choices=["mask", "causal", "mask+causal"],
+        help="Bidirectional model: score from the appended [MASK] (mask), from a left-to-right pass of the same "
+        "weights (causal) or from the mean of both (mask+causal); the last two for models trained with "
+        "--next_item_loss_weight. Default: the model's own.",
     )
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 # How a bidirectional model forms its next-item query (``SeqBertConfig.next_item_query``): "mask" = the
-# appended [MASK]'s state (BERT4Rec); "mask+causal" = the mean of that and the last event's state in a
-# left-to-right pass of the same weights, for models trained with ``next_item_loss_weight`` > 0 (a causal
-# model always uses the latter pass alone).
-NEXT_ITEM_QUERIES = ("mask", "mask+causal")
+# appended [MASK]'s state (BERT4Rec); "causal" = the last event's state in a left-to-right pass of the
+# same weights; "mask+causal" = the mean of both. The last two are for models trained with
+# ``next_item_loss_weight`` > 0. A causal model always queries left to right (its value stays "mask").
+NEXT_ITEM_QUERIES = ("mask", "causal", "mask+causal")
 
 
 def check_next_item_query(query: str, attention_type: str) -> None:
@@ -66,7 +66,7 @@ class SeqBertConfig(PretrainedConfig):
     loss_type: str = "full"  # item loss: "full" softmax over the catalog | "sampled" softmax with log-Q correction
     num_negatives: int = 1024  # shared negatives per batch when loss_type == "sampled"
     next_item_loss_weight: float = 0.0  # bidirectional only: + weight x a left-to-right next-item loss (same weights)
-    next_item_query: str = "mask"  # inference, bidirectional only: "mask" | "mask+causal" (see NEXT_ITEM_QUERIES)
+    next_item_query: str = "mask"  # inference, bidirectional only: "mask" | "causal" | "mask+causal" (NEXT_ITEM_QUERIES)
     num_item_categories: int = 0  # > 0: add a learned category (e.g. brand) embedding to every item, in and out
     categories_per_item: int = 1  # > 1: each item has up to this many categories (brand, category path ...), summed
     classifier_dropout: float | None = None

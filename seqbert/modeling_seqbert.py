@@ -527,23 +527,27 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         """Query vectors `(batch_size, hidden_size)` whose dot product with :meth:`item_output_weights`
         (plus :meth:`item_output_bias`) gives the next-item scores; lets huge catalogs be scored in chunks.
 
-        Bidirectional: the appended ``[MASK]``'s state; with ``config.next_item_query == "mask+causal"`` the
-        mean of that query and the causal pass's (so the scores are the mean of both passes' logits). Causal:
-        the last event's state, the appended mask hidden.
+        Bidirectional, by ``config.next_item_query``: ``"mask"``, the appended ``[MASK]``'s state;
+        ``"causal"``, the last event's state in a left-to-right pass of the same weights; ``"mask+causal"``,
+        the mean of both (so the scores are the mean of both passes' logits). Causal model: the last
+        event's state, the appended mask hidden.
         """
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
-        check_next_item_query(self.config.next_item_query, self.config.attention_type)
-        if self.config.attention_type == "causal":
-            return self._last_token_query(input_ids, behavior_ids, time_ids, attention_mask, causal=True)
-        query = self._last_token_query(input_ids, behavior_ids, time_ids, attention_mask, causal=False)
-        if self.config.next_item_query == "mask+causal":
-            query = (query + self._last_token_query(input_ids, behavior_ids, time_ids, attention_mask, causal=True)) / 2
-        return query
+        query = self.config.next_item_query
+        check_next_item_query(query, self.config.attention_type)
+        inputs = (input_ids, behavior_ids, time_ids, attention_mask)
+        if self.config.attention_type == "causal" or query == "causal":
+            return self._last_token_query(*inputs, causal=True)
+        mask_query = self._last_token_query(*inputs, causal=False)
+        if query == "mask+causal":
+            return (mask_query + self._last_token_query(*inputs, causal=True)) / 2
+        return mask_query
 
     def set_next_item_query(self, query: str) -> None:
-        """Switch how next-item queries are formed (``"mask"`` | ``"mask+causal"``, see :meth:`next_item_queries`);
-        saved with the config. Raises ``ValueError`` for an unknown query or "mask+causal" on a causal model."""
+        """Switch how next-item queries are formed (``"mask"`` | ``"causal"`` | ``"mask+causal"``, see
+        :meth:`next_item_queries`); saved with the config. Raises ``ValueError`` for an unknown query, or for
+        anything but ``"mask"`` on a causal model."""
         check_next_item_query(query, self.config.attention_type)
         self.config.next_item_query = query
 

@@ -130,12 +130,14 @@ def test_auxiliary_loss_is_refused_for_the_causal_model():
         SeqBertConfig(next_item_loss_weight=-1.0)
 
 
-def test_mask_causal_query_is_the_mean_of_the_bidirectional_and_the_causal_query():
+def test_causal_and_mask_causal_queries_match_the_causal_model_with_the_same_weights():
     model = tiny_model(next_item_loss_weight=1.0).eval()
     batch = query_batch()
     bidirectional = model.next_item_queries(**batch)
     causal = as_causal(model).next_item_queries(**batch)
     assert not torch.allclose(bidirectional, causal, atol=1e-3)
+    model.set_next_item_query("causal")
+    assert torch.allclose(model.next_item_queries(**batch), causal, atol=1e-6)
     model.set_next_item_query("mask+causal")
     assert torch.allclose(model.next_item_queries(**batch), (bidirectional + causal) / 2, atol=1e-6)
     # Scores are linear in the query: the mean of both passes' logits.
@@ -146,9 +148,10 @@ def test_mask_causal_query_is_the_mean_of_the_bidirectional_and_the_causal_query
 
 def test_next_item_query_is_validated_and_saved(tmp_path):
     with pytest.raises(ValueError, match="must be one of"):
-        SeqBertConfig(next_item_query="causal")
-    with pytest.raises(ValueError, match="bidirectional model only"):
-        SeqBertConfig(attention_type="causal", next_item_query="mask+causal")
+        SeqBertConfig(next_item_query="last")
+    for query in ("causal", "mask+causal"):
+        with pytest.raises(ValueError, match="bidirectional model only"):
+            SeqBertConfig(attention_type="causal", next_item_query=query)
     model = tiny_model()
     with pytest.raises(ValueError, match="must be one of"):
         model.set_next_item_query("last")

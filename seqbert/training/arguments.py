@@ -170,10 +170,11 @@ class PretrainArguments:
     )
     next_item_query: str = field(
         default="mask",
-        metadata={"choices": ["mask", "mask+causal"], "help": "Bidirectional model: the next-item query used for validation "
-                  "(early stopping) and saved in the config for inference. mask: the appended [MASK]'s state (BERT4Rec). "
-                  "mask+causal: the mean of that query and the last event's in a left-to-right pass of the same weights "
-                  "(two encoder passes per query; meant for models trained with --next_item_loss_weight > 0)."},
+        metadata={"choices": ["mask", "causal", "mask+causal"], "help": "Bidirectional model: the next-item query used for "
+                  "validation (early stopping) and saved in the config for inference. mask: the appended [MASK]'s state "
+                  "(BERT4Rec). causal: the last event's state in a left-to-right pass of the same weights. mask+causal: "
+                  "the mean of both (two encoder passes per query). The last two are for models trained with "
+                  "--next_item_loss_weight > 0."},
     )
     label_weighting: str = field(
         default="batch",
