@@ -464,7 +464,8 @@ class Recommender:
         """The catalog's external ids and their item embeddings `(num_items, hidden_size)` (float32).
 
         These are the items' output vectors (the input embeddings they are tied to, plus the category
-        embedding when the model has one): an item's score is ``head.transform(user_hidden) @ vector + bias``.
+        embedding when the model has one): an item's score is ``head.transform(user_hidden) @ vector + bias``
+        (for the default ``next_item_query`` "mask"; the other queries add a left-to-right pass).
         """
         if not hasattr(self.model, "item_output_weights"):
             raise TypeError("item_embeddings needs the PyTorch model.")

@@ -166,7 +166,8 @@ class PretrainArguments:
         metadata={"help": "Bidirectional model only: add this weight x a left-to-right next-item loss. Each batch's rows "
                   "also run unmasked through the same encoder with causal attention, and every event after the first "
                   "is a target (as in SASRec / --attention_type causal), on top of the Cloze positions. About twice "
-                  "the compute per step; inference stays bidirectional with an appended [MASK]. 0 = off."},
+                  "the compute per step; inference stays bidirectional with an appended [MASK] unless --next_item_query says "
+                  "otherwise. 0 = off."},
     )
     next_item_query: str = field(
         default="mask",
