@@ -13,6 +13,9 @@ Differences from BERT, each deliberate:
 - Attention is ``torch.nn.functional.scaled_dot_product_attention`` (no library internals); with
   ``attention_type="causal"`` the same encoder becomes a SASRec-style left-to-right model (Kang &
   McAuley 2018, https://arxiv.org/abs/1808.09781) trained to predict the next item at every position.
+- Padding is skipped: when a batch is mostly padding (short behavior sequences padded to the longest
+  row), every per-token operation runs on the real tokens only (the "unpadding" of ModernBERT, Warner
+  et al. 2024) and attention runs within groups of rows of similar length, without a variable-length kernel.
 - ``loss_type="sampled"`` replaces the full softmax by a sampled softmax over ``num_negatives`` shared
   negatives with log-Q correction (Jean et al. 2015; Yi et al. 2019), for catalogs too large to score.
 - Pretraining (BERT4Rec Cloze, Sun et al. 2019, https://arxiv.org/abs/1904.06690) predicts the
@@ -127,6 +130,73 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(-1)
 
 
+# Pack only when padding is at least this share of the batch: below it the index operations cost more than they save.
+PACK_MIN_PADDING_SHARE = 0.25
+# Rows per attention group of a packed batch (rows sorted by length, so each group pads to a similar length).
+PACK_ROWS_PER_GROUP = 64
+
+
+class PackedBatch:
+    """The real tokens of a padded `(batch, length)` batch, for layers that skip padding.
+
+    Per-token layers run on `(real tokens, ...)` tensors (:meth:`pack` / :meth:`unpack` convert, with zeros
+    at padding). Attention (:meth:`attend`) sorts the rows by length and attends within groups of
+    ``PACK_ROWS_PER_GROUP`` rows, each padded only to its own longest row, so short sequences do not pay for
+    the longest one. Results equal the padded computation's at real tokens (up to float rounding); any
+    padding side or pattern works, since a group keeps every column where one of its rows is real, in order.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor, causal: bool, rows_per_group: int | None = None):
+        batch, length = attention_mask.shape
+        rows_per_group = rows_per_group or PACK_ROWS_PER_GROUP
+        self.shape = attention_mask.shape
+        real = attention_mask.reshape(-1) > 0
+        self.indices = real.nonzero().squeeze(-1)
+        num_real = self.indices.numel()
+        # Packed index of every padded position; padding points at row `num_real` (a zero row in `attend`).
+        packed_index = torch.full((batch * length,), num_real, dtype=torch.long, device=attention_mask.device)
+        packed_index[self.indices] = torch.arange(num_real, device=attention_mask.device)
+        rows_by_length = attention_mask.sum(-1).argsort(stable=True)
+        self.groups: list[tuple[torch.Tensor, torch.Tensor]] = []  # (packed index (rows, columns), attention mask)
+        for rows in rows_by_length.split(rows_per_group):
+            group_mask = attention_mask[rows]
+            columns = group_mask.any(0).nonzero().squeeze(-1)
+            group_index = packed_index[rows[:, None] * length + columns[None, :]]
+            self.groups.append((group_index, attention_allowed(group_mask[:, columns], causal=causal)))
+        # Real tokens in group order -> packed order.
+        group_order = torch.cat([index.reshape(-1) for index, _ in self.groups])
+        self.group_order = group_order[group_order < num_real].argsort()
+
+    @staticmethod
+    def worthwhile(attention_mask: torch.Tensor) -> bool:
+        """Pack eager runs whose padding share reaches ``PACK_MIN_PADDING_SHARE``; never while tracing,
+        exporting or compiling, which need static shapes (they keep the padded layout: same results)."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            return False
+        return bool((attention_mask == 0).float().mean() >= PACK_MIN_PADDING_SHARE)
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        """`(batch, length, ...)` -> `(real tokens, ...)`."""
+        return padded.reshape(-1, *padded.shape[2:]).index_select(0, self.indices)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """`(real tokens, ...)` -> `(batch, length, ...)`, zeros at padding."""
+        flat = packed.new_zeros(self.shape.numel(), *packed.shape[1:]).index_copy(0, self.indices, packed)
+        return flat.view(*self.shape, *packed.shape[1:])
+
+    def attend(
+        self, projections: torch.Tensor, attention: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """Run ``attention(group projections (rows, columns, width), group attention mask)`` -> `(rows, columns,
+        out)` group by group on packed `(real tokens, width)` projections; returns `(real tokens, out)`."""
+        padded_projections = torch.cat([projections, projections.new_zeros(1, projections.shape[-1])])
+        outputs = []
+        for index, allowed in self.groups:
+            output = attention(padded_projections[index], allowed)
+            outputs.append(output.reshape(-1, output.shape[-1])[index.reshape(-1) < projections.shape[0]])
+        return torch.cat(outputs)[self.group_order]
+
+
 class SeqBertEmbeddings(nn.Module):
     """Sum of item, event-type, time-gap and recency-position embeddings, then LayerNorm and dropout."""
 
@@ -178,10 +248,17 @@ class SeqBertEmbeddings(nn.Module):
         time_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         extra_embeddings: torch.Tensor | None = None,
+        packed: PackedBatch | None = None,
     ) -> torch.Tensor:
         """``extra_embeddings`` (`(batch, length, hidden)`, *optional*): added to the sum before the LayerNorm
-        (task-specific inputs such as the classifier's candidate match embeddings)."""
+        (task-specific inputs such as the classifier's candidate match embeddings). With ``packed`` the
+        result is `(real tokens, hidden)`."""
         position_ids = recency_position_ids(attention_mask, self.max_positions)
+        if packed is not None:
+            input_ids, behavior_ids, time_ids, position_ids = (
+                packed.pack(ids) for ids in (input_ids, behavior_ids, time_ids, position_ids)
+            )
+            extra_embeddings = None if extra_embeddings is None else packed.pack(extra_embeddings)
         embeddings = (
             self.item_vectors(input_ids)
             + self.behavior_embeddings(behavior_ids)
@@ -204,12 +281,20 @@ class SeqBertSelfAttention(nn.Module):
         self.output = nn.Linear(config.hidden_size, config.hidden_size)
         self.attention_dropout = config.attention_probs_dropout_prob
 
-    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
-        batch, length, hidden = hidden_states.shape
+    def forward(
+        self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None, packed: PackedBatch | None = None
+    ) -> torch.Tensor:
+        """``hidden_states``: `(batch, length, hidden)` with ``attention_bias``, or `(real tokens, hidden)` with
+        ``packed`` (which carries the attention masks of its groups)."""
+        projections = self.qkv(hidden_states)
+        context = packed.attend(projections, self.attend) if packed is not None else self.attend(projections, attention_bias)
+        return self.output(context)
+
+    def attend(self, projections: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
+        """`(batch, length, 3 * hidden)` query/key/value projections -> `(batch, length, hidden)` context."""
+        batch, length, hidden = projections.shape[0], projections.shape[1], projections.shape[2] // 3
         # (batch, length, 3 * hidden) -> 3 x (batch, heads, length, head_dim)
-        query, key, value = (
-            self.qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        )
+        query, key, value = projections.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         context = F.scaled_dot_product_attention(
             query,
             key,
@@ -218,7 +303,7 @@ class SeqBertSelfAttention(nn.Module):
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
         # (batch, heads, length, head_dim) -> (batch, length, hidden)
-        return self.output(context.transpose(1, 2).reshape(batch, length, hidden))
+        return context.transpose(1, 2).reshape(batch, length, hidden)
 
 
 class SeqBertLayer(nn.Module):
@@ -234,8 +319,11 @@ class SeqBertLayer(nn.Module):
         self.output = nn.Linear(config.intermediate_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
-        hidden_states = hidden_states + self.dropout(self.attention(self.attention_norm(hidden_states), attention_bias))
+    def forward(
+        self, hidden_states: torch.Tensor, attention_bias: torch.Tensor | None, packed: PackedBatch | None = None
+    ) -> torch.Tensor:
+        attention = self.attention(self.attention_norm(hidden_states), attention_bias, packed)
+        hidden_states = hidden_states + self.dropout(attention)
         feed_forward = self.output(self.activation(self.intermediate(self.ffn_norm(hidden_states))))
         return hidden_states + self.dropout(feed_forward)
 
@@ -311,16 +399,20 @@ class SeqBertModel(SeqBertPreTrainedModel):
         output_hidden_states = bool(output_hidden_states)
         return_dict = return_dict if return_dict is not None else True
 
-        hidden_states = self.embeddings(input_ids, behavior_ids, time_ids, attention_mask, extra_embeddings)
         if causal is None:
             causal = self.config.attention_type == "causal"
-        attention_bias = attention_allowed(attention_mask, causal=causal)
-        all_hidden_states: tuple[torch.Tensor, ...] = (hidden_states,) if output_hidden_states else ()
+        # Mostly padding (short sequences): per-token layers run on the real tokens only, attention within
+        # groups of similar length; outputs are then zero at padding positions, which no head reads.
+        packed = PackedBatch(attention_mask, causal=causal) if PackedBatch.worthwhile(attention_mask) else None
+        attention_bias = None if packed is not None else attention_allowed(attention_mask, causal=causal)
+        padded = packed.unpack if packed is not None else (lambda states: states)
+        hidden_states = self.embeddings(input_ids, behavior_ids, time_ids, attention_mask, extra_embeddings, packed)
+        all_hidden_states: tuple[torch.Tensor, ...] = (padded(hidden_states),) if output_hidden_states else ()
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_bias)
+            hidden_states = layer(hidden_states, attention_bias, packed)
             if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-        hidden_states = self.final_norm(hidden_states)
+                all_hidden_states += (padded(hidden_states),)
+        hidden_states = padded(self.final_norm(hidden_states))
 
         if not return_dict:
             return (hidden_states, all_hidden_states) if output_hidden_states else (hidden_states,)
@@ -350,6 +442,8 @@ class SeqBertMaskedBehaviorHead(nn.Module):
         output vectors) defaults to the decoder rows of the real items."""
         items = slice(self.num_special_tokens, None)
         weight = self.decoder.weight[items] if item_weight is None else item_weight
+        if transformed.dim() == 2:  # one fused multiply-add (the training case: labelled positions only)
+            return torch.addmm(self.bias[items], transformed, weight.T)
         return transformed @ weight.T + self.bias[items]
 
     def sampled_item_loss(
