@@ -6,7 +6,9 @@ real events. :class:`LengthGroupedSampler` shuffles every epoch, then sorts each
 ``batch_size * mega_batches`` random rows by length and cuts it into batches, and finally shuffles the
 order of those batches. Each batch is still a random draw from a window of the data, but its rows have
 similar lengths and the collator pads to the batch's own longest row. (Off by default: on Beauty
-the faster epochs did not make up for the less random batches; see ``--group_by_length``.)
+the faster epochs did not make up for the less random batches; see ``--group_by_length``. Since the
+encoder packs mostly-padded batches itself, ``seqbert.modeling_seqbert.PackedBatch``, random batches
+no longer pay for their padding, which leaves this sampler little to gain.)
 
 The order depends only on ``(seed, epoch)``, so a resumed run (Accelerate's ``skip_first_batches``)
 replays the same batches, and Accelerate's ``set_epoch`` reaches the sampler through the prepared
