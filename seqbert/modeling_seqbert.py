@@ -130,7 +130,8 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(-1)
 
 
-# Pack only when padding is at least this share of the batch: below it the index operations cost more than they save.
+# Pack only when padding is at least this share of the batch. A heuristic, not tuned: packing adds index copies and
+# a loop over attention groups, which pay off when much of the batch is padding (Beauty: 87 %, 2.3x faster steps).
 PACK_MIN_PADDING_SHARE = 0.25
 # Rows per attention group of a packed batch (rows sorted by length, so each group pads to a similar length).
 PACK_ROWS_PER_GROUP = 64
