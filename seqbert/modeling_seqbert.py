@@ -295,7 +295,8 @@ class SeqBertSelfAttention(nn.Module):
         """`(batch, length, 3 * hidden)` query/key/value projections -> `(batch, length, hidden)` context."""
         batch, length, hidden = projections.shape[0], projections.shape[1], projections.shape[2] // 3
         # (batch, length, 3 * hidden) -> 3 x (batch, heads, length, head_dim)
-        query, key, value = projections.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        heads = projections.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = heads.unbind(0)
         context = F.scaled_dot_product_attention(
             query,
             key,

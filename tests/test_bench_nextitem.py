@@ -59,19 +59,19 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
         assert low <= record["test"]["ndcg@10"] <= high
         assert "test_sampled_5_popularity_negatives" in record
     seqbert = runs["seqbert"]
-    assert seqbert["recipe"].endswith("--next_item_loss_weight 1.0 --item_categories")
-    assert seqbert["next_item_query"] == "mask" and 1 <= seqbert["epochs"] <= 2
+    assert seqbert["recipe"].endswith("--next_item_loss_weight 4.0 --next_item_query causal --item_categories")
+    assert seqbert["next_item_query"] == "causal" and 1 <= seqbert["epochs"] <= 2 and seqbert["max_epochs"] == 2
     assert {record["model"] for record in records if record.get("aggregate")} == {"seqbert", "seqbert-causal"}
     assert (work / "validation_ndcg_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # Re-scoring the saved folder: with its own query the recomputed validation is the training loop's
-    # exactly (same rows, ranking and users); with the causal query the test metrics change.
+    # Re-scoring the saved folder: with its own query (causal) the recomputed validation is the training loop's
+    # exactly (same rows, ranking and users); with the [MASK] query the test metrics change.
     rescored = {}
-    for query in ("mask", "causal"):
+    for query in ("causal", "mask"):
         lines = bench(log, work, "--models", "seqbert", "--skip-training", "--next-item-query", query, extra)
         (rescored[query],) = [record for record in lines if record["model"] == "seqbert" and not record.get("aggregate")]
         assert rescored[query]["next_item_query"] == query
         assert rescored[query]["validation_ndcg@10_training_query"] == seqbert["validation_ndcg@10"]
-    assert abs(rescored["mask"]["validation_ndcg@10"] - seqbert["validation_ndcg@10"]) < 1e-9
-    assert rescored["mask"]["test"] == seqbert["test"]
-    assert rescored["causal"]["test"] != seqbert["test"]
+    assert abs(rescored["causal"]["validation_ndcg@10"] - seqbert["validation_ndcg@10"]) < 1e-9
+    assert rescored["causal"]["test"] == seqbert["test"]
+    assert rescored["mask"]["test"] != seqbert["test"]
