@@ -75,7 +75,7 @@ class TrainingArguments:
         metadata={"help": "Shuffle, then batch training rows of similar length (sorted within windows of 50 batches; "
                   "batch order shuffled), so each batch is padded to a length close to its rows'. Order fixed by --seed "
                   "and the epoch. On Amazon Beauty pretraining it trained 2.4-2.8x the sequences/s before the encoder "
-                  "learned to skip padding (packed batches; now random batches are nearly as fast) and reached a lower "
+                  "learned to skip padding (packed batches remove most of that gap; not re-measured) and reached a lower "
                   "validation NDCG@10 in the same wall time (BENCHMARKS.md), hence off by default; when used for "
                   "pretraining, pair it with --label_weighting dataset."},
     )

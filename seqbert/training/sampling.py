@@ -8,7 +8,7 @@ order of those batches. Each batch is still a random draw from a window of the d
 similar lengths and the collator pads to the batch's own longest row. (Off by default: on Beauty
 the faster epochs did not make up for the less random batches; see ``--group_by_length``. Since the
 encoder packs mostly-padded batches itself, ``seqbert.modeling_seqbert.PackedBatch``, random batches
-no longer pay for their padding, which leaves this sampler little to gain.)
+no longer pay for most of their padding; how much this sampler still gains was not re-measured.)
 
 The order depends only on ``(seed, epoch)``, so a resumed run (Accelerate's ``skip_first_batches``)
 replays the same batches, and Accelerate's ``set_epoch`` reaches the sampler through the prepared
