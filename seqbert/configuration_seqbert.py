@@ -69,6 +69,7 @@ class SeqBertConfig(PretrainedConfig):
     next_item_query: str = "mask"  # inference, bidirectional only: "mask" | "causal" | "mask+causal" (NEXT_ITEM_QUERIES)
     num_item_categories: int = 0  # > 0: add a learned category (e.g. brand) embedding to every item, in and out
     categories_per_item: int = 1  # > 1: each item has up to this many categories (brand, category path ...), summed
+    repeat_bias_buckets: int = 0  # > 0: learned score offset of items already in the input (event type x recency)
     classifier_dropout: float | None = None
     # Item-candidate classification (click / item conversion), SeqBertForSequenceClassification only:
     candidate_match: bool = False  # learned embedding of each event's match with the candidate (item / category)
@@ -103,6 +104,8 @@ class SeqBertConfig(PretrainedConfig):
             raise ValueError(f"num_item_categories must be >= 0, got {self.num_item_categories}.")
         if self.categories_per_item < 1:
             raise ValueError(f"categories_per_item must be >= 1, got {self.categories_per_item}.")
+        if self.repeat_bias_buckets < 0:
+            raise ValueError(f"repeat_bias_buckets must be >= 0, got {self.repeat_bias_buckets}.")
         if self.num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {self.num_negatives}.")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -14,8 +14,11 @@ import torch
 
 from .inference import score_next_items
 from .metrics.functional import bootstrap_interval, ranking_metrics
+from .modeling_seqbert import add_history_scores
 
 Scorer = Callable[[Mapping[str, torch.Tensor]], torch.Tensor]
+# The repeat-aware term of a batch's scores: (item columns, score offsets), see ``SeqBertRepeatBias``.
+History = tuple[torch.Tensor, torch.Tensor]
 DEFAULT_KS = (5, 10, 20)
 
 
@@ -192,7 +195,7 @@ def _item_chunks(num_items: int, chunk_size: int) -> range:
 @torch.no_grad()
 def chunked_target_ranks(
     queries: torch.Tensor, item_weight: torch.Tensor, item_bias: torch.Tensor | None, targets: torch.Tensor,
-    *, chunk_size: int = 65_536,
+    *, chunk_size: int = 65_536, history: History | None = None,
 ) -> torch.Tensor:
     """:func:`pessimistic_ranks` of ``queries @ item_weight.T + item_bias`` without the `(batch, items)`
     matrix: two passes over item chunks (memory `batch × chunk_size`). Pass 1 reads each target's
@@ -201,7 +204,7 @@ def chunked_target_ranks(
     The last chunk pass 1 scored is kept and counted first in pass 2, so a catalog of one chunk is
     scored once; a larger one costs one chunk less than twice the unchunked work. Items whose scores
     tie exactly in the unchunked matrix may differ in the last bit across chunks of different shapes
-    (the kernel rounds by shape)."""
+    (the kernel rounds by shape). ``history`` (``model.next_item_history``) adds the repeat-aware term."""
     num_items = item_weight.shape[0]
     known = targets >= 0
     target_scores = torch.full((queries.shape[0],), float("nan"), device=queries.device)
@@ -212,7 +215,7 @@ def chunked_target_ranks(
         if inside.any():
             kept = scores = None  # at most one chunk of scores alive at a time
             # All rows, as in pass 2: a GEMM of another shape may round the target's score differently.
-            scores = _chunk_scores(queries, item_weight, item_bias, start, stop)
+            scores = _chunk_scores(queries, item_weight, item_bias, start, stop, history)
             column = (targets - start).clamp(0, stop - start - 1)[:, None]
             target_scores = torch.where(inside, scores.gather(1, column).squeeze(1), target_scores)
             kept = (start, scores)
@@ -229,7 +232,8 @@ def chunked_target_ranks(
         kept = None
     for start in _item_chunks(num_items, chunk_size):
         if start != kept_start:
-            ranks += count(_chunk_scores(queries, item_weight, item_bias, start, min(start + chunk_size, num_items)))
+            stop = min(start + chunk_size, num_items)
+            ranks += count(_chunk_scores(queries, item_weight, item_bias, start, stop, history))
     valid = known & ~target_scores.isnan()
     return torch.where(valid, ranks, torch.full_like(ranks, num_items + 1))
 
@@ -237,17 +241,18 @@ def chunked_target_ranks(
 @torch.no_grad()
 def chunked_topk(
     queries: torch.Tensor, item_weight: torch.Tensor, item_bias: torch.Tensor | None, k: int,
-    *, chunk_size: int = 65_536,
+    *, chunk_size: int = 65_536, history: History | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` ``(scores, item columns)`` per row over item chunks (memory `batch × (chunk + k)`);
-    equal scores are ordered by item column, so results do not depend on the chunk size."""
+    equal scores are ordered by item column, so results do not depend on the chunk size. ``history``
+    (``model.next_item_history``) adds the repeat-aware term."""
     num_items = item_weight.shape[0]
     k = min(int(k), num_items)
     best_scores = queries.new_full((queries.shape[0], 0), float("-inf"))
     best_columns = torch.zeros((queries.shape[0], 0), dtype=torch.long, device=queries.device)
     for start in _item_chunks(num_items, chunk_size):
         stop = min(start + chunk_size, num_items)
-        scores = _chunk_scores(queries, item_weight, item_bias, start, stop).float()
+        scores = _chunk_scores(queries, item_weight, item_bias, start, stop, history).float()
         columns = torch.arange(start, stop, device=queries.device).repeat(scores.shape[0], 1)
         scores = torch.cat([best_scores, scores], 1)
         columns = torch.cat([best_columns, columns], 1)
@@ -261,12 +266,14 @@ def chunked_topk(
 
 
 def _chunk_scores(
-    queries: torch.Tensor, item_weight: torch.Tensor, item_bias: torch.Tensor | None, start: int, stop: int
+    queries: torch.Tensor, item_weight: torch.Tensor, item_bias: torch.Tensor | None, start: int, stop: int,
+    history: History | None = None,
 ) -> torch.Tensor:
     scores = queries @ item_weight[start:stop].T
     if item_bias is not None:
         scores = scores + item_bias[start:stop]
-    return scores.float()
+    scores = scores.float()
+    return scores if history is None else add_history_scores(scores, history, start)
 
 
 @torch.no_grad()
@@ -278,12 +285,15 @@ def collect_ranks_chunked(
     gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, int]:
     """:func:`collect_ranks` for a masked-behavior model over a catalog too large to score at once:
-    the same pessimistic full ranking, item chunk by item chunk (history kept)."""
+    the same pessimistic full ranking, item chunk by item chunk (history kept; the model's repeat-aware term
+    included, as in :meth:`next_item_scores`)."""
     weight, bias = model.item_output_weights(), model.item_output_bias()
     ranks = []
     for batch in batches:
         queries = model.next_item_queries(batch["input_ids"], batch["behavior_ids"], batch["time_ids"], batch["attention_mask"])
-        batch_ranks = chunked_target_ranks(queries, weight, bias, batch["target_ids"].to(queries.device), chunk_size=chunk_size)
+        history = model.next_item_history(batch["input_ids"], batch["behavior_ids"], batch["attention_mask"])
+        targets = batch["target_ids"].to(queries.device)
+        batch_ranks = chunked_target_ranks(queries, weight, bias, targets, chunk_size=chunk_size, history=history)
         if gather is not None:
             batch_ranks = gather(batch_ranks)
         ranks.append(batch_ranks.cpu())

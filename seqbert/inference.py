@@ -465,7 +465,8 @@ class Recommender:
 
         These are the items' output vectors (the input embeddings they are tied to, plus the category
         embedding when the model has one): an item's score is ``head.transform(user_hidden) @ vector + bias``
-        (for the default ``next_item_query`` "mask"; the other queries add a left-to-right pass).
+        (for the default ``next_item_query`` "mask"; the other queries add a left-to-right pass), plus the
+        learned repeat-aware offset of items already in the user's history when ``repeat_bias_buckets`` > 0.
         """
         if not hasattr(self.model, "item_output_weights"):
             raise TypeError("item_embeddings needs the PyTorch model.")

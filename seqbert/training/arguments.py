@@ -99,6 +99,14 @@ class ModelArguments:
     intermediate_size: int = field(default=256, metadata={"help": "Feed-forward width."})
     hidden_dropout_prob: float = field(default=0.2, metadata={"help": "Dropout on embeddings and residuals."})
     attention_probs_dropout_prob: float = field(default=0.2, metadata={"help": "Dropout on attention weights."})
+    repeat_bias_buckets: int = field(
+        default=0,
+        metadata={"help": "Repeat-aware scoring: > 0 adds a learned offset to the score of every item already in the "
+                  "user's sequence, one value per event type and recency bucket (1, 2, 3-4, 5-8, ... events back; "
+                  "this many buckets, the last holding everything older). Learned from the training targets, so it "
+                  "turns negative where users never repeat an item and positive where they re-view or re-order. "
+                  "Applied identically in training, evaluation and serving. 0 = off."},
+    )
 
 
 @dataclass
