@@ -37,19 +37,21 @@ logger = logging.getLogger("bench_nextitem")
 # bidirectional masked-behavior model (BERT4Rec-style Cloze, plus 4 x the auxiliary left-to-right next-item
 # loss of the same weights, queried through that left-to-right pass); "seqbert-causal" the same encoder and
 # hyperparameters left-to-right only, with a full-softmax next-item loss at every position (SASRec-style, the
-# strong baseline the literature recommends). Chosen on validation NDCG@10 (BENCHMARKS.md, sessions 4-10).
+# strong baseline the literature recommends). Both score with the learned repeat-aware term (8 recency buckets),
+# which learns from the training targets how likely an item already in the history is to come again. Chosen on
+# validation NDCG@10 (BENCHMARKS.md, sessions 4-11).
 RECIPES: dict[str, list[str]] = {
     "seqbert": [
         "--attention_type", "bidirectional", "--mask_prob", "0.4", "--last_item_mask_prob", "0.1",
         "--learning_rate", "5e-3", "--label_smoothing", "0.1",
         "--hidden_size", "128", "--intermediate_size", "512", "--num_attention_heads", "4",
         "--hidden_dropout_prob", "0.2", "--attention_probs_dropout_prob", "0.2",
-        "--next_item_loss_weight", "4.0", "--next_item_query", "causal",
+        "--next_item_loss_weight", "4.0", "--next_item_query", "causal", "--repeat_bias_buckets", "8",
     ],
     "seqbert-causal": [
         "--attention_type", "causal", "--learning_rate", "5e-3", "--label_smoothing", "0.1",
         "--hidden_size", "128", "--intermediate_size", "512", "--num_attention_heads", "4",
-        "--hidden_dropout_prob", "0.2", "--attention_probs_dropout_prob", "0.2",
+        "--hidden_dropout_prob", "0.2", "--attention_probs_dropout_prob", "0.2", "--repeat_bias_buckets", "8",
     ],
 }  # fmt: skip
 # Epochs the learning-rate schedule spans (cosine to zero), unless --max-epochs is given. On Beauty both recipes

@@ -59,7 +59,9 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
         assert low <= record["test"]["ndcg@10"] <= high
         assert "test_sampled_5_popularity_negatives" in record
     seqbert = runs["seqbert"]
-    assert seqbert["recipe"].endswith("--next_item_loss_weight 4.0 --next_item_query causal --item_categories")
+    assert seqbert["recipe"].endswith(
+        "--next_item_loss_weight 4.0 --next_item_query causal --repeat_bias_buckets 8 --item_categories"
+    )
     assert seqbert["next_item_query"] == "causal" and 1 <= seqbert["epochs"] <= 2 and seqbert["max_epochs"] == 2
     assert {record["model"] for record in records if record.get("aggregate")} == {"seqbert", "seqbert-causal"}
     assert (work / "validation_ndcg_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
