@@ -65,6 +65,8 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
     assert seqbert["next_item_query"] == "causal" and 1 <= seqbert["epochs"] <= 2 and seqbert["max_epochs"] == 2
     assert {record["model"] for record in records if record.get("aggregate")} == {"seqbert", "seqbert-causal"}
     assert (work / "validation_ndcg_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for model in ("seqbert", "seqbert-causal"):  # the recipe's repeat-aware term is in the saved architecture
+        assert json.loads((work / "models" / f"{model}-seed0" / "config.json").read_text())["repeat_bias_buckets"] == 8
 
     # Re-scoring the saved folder: with its own query (causal) the recomputed validation is the training loop's
     # exactly (same rows, ranking and users); with the [MASK] query the test metrics change.
