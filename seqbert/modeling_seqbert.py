@@ -18,6 +18,9 @@ Differences from BERT, each deliberate:
   et al. 2024) and attention runs within groups of rows of similar length, without a variable-length kernel.
 - ``loss_type="sampled"`` replaces the full softmax by a sampled softmax over ``num_negatives`` shared
   negatives with log-Q correction (Jean et al. 2015; Yi et al. 2019), for catalogs too large to score.
+- ``repeat_bias_buckets`` > 0 adds a learned offset (event type x recency) to the score of every item
+  already in the sequence, in every loss and at inference (repeat-aware scoring; RepeatNet, Ren et al.
+  2019, https://arxiv.org/abs/1812.02646, in its smallest form).
 - Pretraining (BERT4Rec Cloze, Sun et al. 2019, https://arxiv.org/abs/1904.06690) predicts the
   masked item with a decoder tied to the item embeddings (plus bias) and, as an auxiliary task,
   the masked event type. Only real items are scored; special tokens never are.
