@@ -14,19 +14,15 @@ from seqbert.collators import DataCollatorForNextItemPrediction
 from seqbert.evaluation import chunked_target_ranks, collect_ranks_chunked, pessimistic_ranks
 from seqbert.modeling_seqbert import add_history_scores, history_event_distances, history_scores_at
 
-SPECIAL = 5
-VOCAB = SPECIAL + 30
+from .test_next_item_auxiliary import SPECIAL, VOCAB
+from .test_next_item_auxiliary import tiny_model as tiny_training_model
+
 MASK = 1
 
 
 def tiny_model(**overrides) -> SeqBertForMaskedBehaviorModeling:
-    torch.manual_seed(0)
-    config = SeqBertConfig(
-        vocab_size=VOCAB, num_special_tokens=SPECIAL, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        **overrides,
-    )  # fmt: skip
-    return SeqBertForMaskedBehaviorModeling(config).eval()
+    """The auxiliary-loss tests' tiny model (no dropout), in eval mode."""
+    return tiny_training_model(**overrides).eval()
 
 
 def with_random_repeat_weights(model: SeqBertForMaskedBehaviorModeling) -> SeqBertForMaskedBehaviorModeling:
