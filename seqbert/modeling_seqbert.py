@@ -581,9 +581,17 @@ class SeqBertMaskedBehaviorHead(nn.Module):
             columns, offsets = history
             positive = positive + (offsets * (columns == targets[:, None])).sum(1)
             negative = negative + history_scores_at(history, negatives)
-        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-        logits = torch.cat([positive[:, None], negative], dim=-1).float()
-        return F.cross_entropy(logits, torch.zeros_like(targets), label_smoothing=label_smoothing)
+        hits = negatives[None, :] == targets[:, None]
+        logits = torch.cat([positive[:, None], negative.masked_fill(hits, float("-inf"))], dim=-1).float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        loss = -log_probs[:, 0]
+        if label_smoothing > 0:
+            # Smoothing mass over the candidates a row really has: a removed accidental hit (-inf) takes none
+            # (F.cross_entropy would multiply its -inf log-probability by the smoothing weight: an infinite loss).
+            valid = torch.cat([hits.new_ones(hits.shape[0], 1), ~hits], dim=-1)
+            uniform = -log_probs.masked_fill(~valid, 0.0).sum(-1) / valid.sum(-1)
+            loss = (1 - label_smoothing) * loss + label_smoothing * uniform
+        return loss.mean()
 
     def full_vocab_logits(self, item_logits: torch.Tensor) -> torch.Tensor:
         """Pad item scores to the full vocabulary with ``-inf`` for special tokens."""

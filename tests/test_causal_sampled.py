@@ -119,6 +119,33 @@ def test_sampled_softmax_is_the_corrected_formula():
     torch.testing.assert_close(loss, expected)
 
 
+def test_sampled_softmax_label_smoothing_skips_accidental_hits():
+    """Regression: with label smoothing, a negative equal to a row's target (removed as -inf) made
+    F.cross_entropy's smoothing term infinite, so every sampled run with --label_smoothing logged an infinite
+    loss (taobao histories, 64k items). Smoothing now spreads over the row's real candidates: without hits it
+    is exactly F.cross_entropy's, with hits it stays finite and equals the formula over the kept candidates."""
+    model = tiny_model(loss_type="sampled", num_negatives=40)
+    head = model.head
+    transformed = torch.randn(3, 16)
+    targets = torch.tensor([0, 5, 39])
+    weight, bias = head.decoder.weight[SPECIAL:], head.bias[SPECIAL:]
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        loss = head.sampled_item_loss(transformed, targets, 40, None, label_smoothing=0.1)
+        torch.manual_seed(seed)
+        negatives = torch.randint(0, 40, (40,))
+        hits = negatives[None] == targets[:, None]
+        assert hits.any()  # 40 draws over 40 items: some row always meets its target
+        positive = (transformed * weight[targets]).sum(-1) + bias[targets]
+        negative = transformed @ weight[negatives].T + bias[negatives] - (math.log(40) - math.log(40))
+        expected = []
+        for row in range(3):
+            logits = torch.cat([positive[row : row + 1], negative[row][~hits[row]]])
+            expected.append(F.cross_entropy(logits[None], torch.zeros(1, dtype=torch.long), label_smoothing=0.1))
+        assert torch.isfinite(loss)
+        torch.testing.assert_close(loss, torch.stack(expected).mean())
+
+
 def test_sampled_softmax_with_popularity_proposal_approaches_full_softmax():
     model = tiny_model(loss_type="sampled", num_negatives=20000)
     counts = torch.arange(40) ** 2
