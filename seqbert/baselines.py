@@ -1,8 +1,8 @@
 """Non-neural baselines, fitted on the training split and scored by the same evaluator.
 
 Next item: popularity and Markov scorers on token ids from the same tokenizer, so their catalog is
-exactly the model's. Classification (purchase / conversion / click): logistic regression and
-gradient-boosted trees on the tabular features of :mod:`seqbert.data.features`.
+exactly the model's. The classification baselines (purchase / conversion / click) are in
+:mod:`seqbert.tabular`.
 """
 
 from __future__ import annotations
@@ -88,82 +88,6 @@ class MarkovRecommender:
         return scores.to(input_ids.device)
 
 
-class LogisticRegressionBaseline:
-    """Standardised features → logistic regression (L2, full-batch L-BFGS): the tabular baseline."""
-
-    def __init__(self, l2: float = 1e-3, max_iter: int = 200):
-        self.l2, self.max_iter = l2, max_iter
-
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> LogisticRegressionBaseline:
-        x = torch.as_tensor(features, dtype=torch.float64)
-        y = torch.as_tensor(labels, dtype=torch.float64)
-        self.mean, self.std = x.mean(0), x.std(0).clamp(min=1e-6)
-        x = (x - self.mean) / self.std
-        self.weight = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-        prior = y.mean().clamp(1e-6, 1 - 1e-6)
-        self.bias = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
-        optimizer = torch.optim.LBFGS([self.weight, self.bias], max_iter=self.max_iter, line_search_fn="strong_wolfe")
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ self.weight + self.bias, y)
-            loss = loss + self.l2 * self.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        return self
-
-    @torch.no_grad()
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        x = (torch.as_tensor(features, dtype=torch.float64) - self.mean) / self.std
-        return torch.sigmoid(x @ self.weight + self.bias).numpy()
-
-
-class GradientBoostingBaseline:
-    """scikit-learn ``HistGradientBoostingClassifier`` on the same features: practitioners' default.
-
-    Unweighted (so the probabilities keep the data's positive rate), seeded, with early stopping on an
-    internal 10 % validation split when there are enough rows. Needs scikit-learn
-    (``pip install "seqbert[baselines]"`` or ``pip install scikit-learn``).
-    """
-
-    def __init__(
-        self,
-        *,
-        max_iter: int = 300,
-        learning_rate: float = 0.05,
-        max_leaf_nodes: int = 15,
-        min_samples_leaf: int = 40,
-        l2_regularization: float = 1.0,
-        seed: int = 0,
-    ):
-        self.options = {
-            "max_iter": max_iter,
-            "learning_rate": learning_rate,
-            "max_leaf_nodes": max_leaf_nodes,
-            "min_samples_leaf": min_samples_leaf,
-            "l2_regularization": l2_regularization,
-            "random_state": seed,
-        }
-
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> GradientBoostingBaseline:
-        try:
-            from sklearn.ensemble import HistGradientBoostingClassifier
-        except ImportError as error:  # pragma: no cover - depends on the environment
-            raise ImportError("GradientBoostingBaseline needs scikit-learn: pip install 'seqbert[baselines]' (or scikit-learn)") from error
-        labels = np.asarray(labels)
-        early = len(labels) >= 2_000 and labels.sum() >= 20
-        self.model = HistGradientBoostingClassifier(
-            early_stopping=early, validation_fraction=0.1 if early else None, n_iter_no_change=20, **self.options
-        )
-        self.model.fit(np.asarray(features, dtype=np.float64), labels)
-        return self
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(np.asarray(features, dtype=np.float64))[:, 1]
-
-
 def fit_next_item_baselines(train_split: Dataset, tokenizer: BehaviorTokenizer) -> dict[str, Callable]:
     """Popularity and Markov scorers fitted on every training event (not only the model's window),
     with the model's own catalog: what every next-item comparison in seqbert reports."""
@@ -176,8 +100,6 @@ def fit_next_item_baselines(train_split: Dataset, tokenizer: BehaviorTokenizer) 
 
 
 __all__ = [
-    "GradientBoostingBaseline",
-    "LogisticRegressionBaseline",
     "MarkovRecommender",
     "PopularityRecommender",
     "fit_next_item_baselines",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqbert.baselines import LogisticRegressionBaseline, MarkovRecommender, PopularityRecommender
+from seqbert.baselines import MarkovRecommender, PopularityRecommender
 from seqbert.evaluation import collect_ranks, evaluate_scorer, mask_history, model_scorer, pessimistic_ranks
 from seqbert.metrics import ranking_metrics, ranks_from_scores
 
@@ -263,25 +263,6 @@ def test_baselines_through_the_evaluator():
     assert evaluate_scorer(markov, [batch], num_special_tokens=NUM_SPECIAL, ks=(1,))["hr@1"] == 1.0
     pop_hr = evaluate_scorer(pop, [batch], num_special_tokens=NUM_SPECIAL, ks=(1,))["hr@1"]
     assert pop_hr == 0.25  # only E (the most popular) is a top-1 hit
-
-
-def test_logistic_regression_separates_toy_set():
-    rng = np.random.default_rng(0)
-    n = 200
-    x = rng.normal(size=(n, 3))
-    x[:, 2] = 7.0  # a constant feature must not break standardisation
-    labels = (x[:, 0] - 2 * x[:, 1] > 0).astype(np.int64)
-    model = LogisticRegressionBaseline(l2=1e-4, max_iter=200).fit(x, labels)
-    proba = model.predict_proba(x)
-    assert proba.shape == (n,) and np.isfinite(proba).all()
-    assert ((proba > 0.5) == labels.astype(bool)).mean() == 1.0
-    # The learned direction is (1, -2): same sign pattern, ratio close to -2.
-    weight = model.weight.detach().numpy() / model.std.numpy()
-    assert weight[0] > 0 and weight[1] < 0
-    assert weight[1] / weight[0] == pytest.approx(-2.0, rel=0.2)
-    # Far-away points get confident probabilities.
-    far = np.array([[5.0, -5.0, 7.0], [-5.0, 5.0, 7.0]])
-    assert model.predict_proba(far)[0] > 0.99 and model.predict_proba(far)[1] < 0.01
 
 
 def test_nan_scores_are_ranked_pessimistically():

@@ -203,3 +203,86 @@ def test_taobao_head_file_tasks():
     assert sum(click["label"]) * 5 == click.num_rows
     for rows in (purchase, conversion, click):
         assert max(max(t, default=0) for t in rows["timestamps"]) < cutoff
+
+
+def test_rolling_cutoffs_stack_one_labelled_set_per_cutoff():
+    """label_splits with several training / test cutoffs: each cutoff's rows, in order, each with inputs strictly
+    before its own cutoff and labels from its own window (the rows build_task_rows gives at that cutoff)."""
+    from seqbert.training.finetune import build_task_rows, label_splits, task_cutoffs
+
+    class Data:
+        protocol = {"kind": "temporal", "validation_start": 140, "test_start": 160}
+        sequences = as_dataset(random_log(11))
+
+    cutoffs = task_cutoffs(Data.protocol, None, num_train_cutoffs=3, num_test_cutoffs=2)
+    assert cutoffs["train_cutoffs"] == [80, 100, 120] and cutoffs["test_cutoffs"] == [160, 180]
+    assert cutoffs["train_cutoff"] == 120 and cutoffs["test_cutoff"] == 160
+    for task in ("user-purchase", "item-conversion", "click"):
+        labelled, _ = label_splits(Data, None, task, num_train_cutoffs=3, num_test_cutoffs=2)
+        for split, split_cutoffs, seed in (("train", [80, 100, 120], 0), ("test", [160, 180], 2)):
+            expected = []
+            for k, cutoff in enumerate(split_cutoffs):
+                expected += build_task_rows(Data.sequences, task, cutoff=cutoff, horizon_seconds=20, seed=seed + 3 * k).to_list()
+            assert labelled[split].to_list() == expected, (task, split)
+            assert all(t < row["cutoff"] for row in labelled[split] for t in row["timestamps"])
+
+
+def test_conversion_lookback_keeps_recent_candidates_only():
+    log = random_log(12)
+    every = item_conversion_labels(as_dataset(log), cutoff=CUTOFF, horizon_seconds=HORIZON)
+    recent = item_conversion_labels(as_dataset(log), cutoff=CUTOFF, horizon_seconds=HORIZON, lookback_seconds=30)
+    expected = set()
+    for row in log:
+        for item, kind, t in zip(row["item_ids"], row["event_types"], row["timestamps"]):
+            if CUTOFF - 30 <= t < CUTOFF and kind in ("view", "cart", "fav"):
+                expected.add((row["user_id"], item))
+    assert {(r["user_id"], r["candidate_item_id"]) for r in recent} == expected
+    assert 0 < recent.num_rows < every.num_rows
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_labelled_features_of_pooled_cutoffs_ignore_the_future(seed):
+    """Rows of several cutoffs in one set: every row's features (catalog statistics included) depend only on
+    events before its own cutoff; rewriting everything from the earliest cutoff's window on changes none of the
+    features of that cutoff's rows, and each row equals its features computed alone at its cutoff."""
+    from seqbert.data.arrow import from_arrow, to_arrow
+    from seqbert.data.features import labelled_features
+    from seqbert.training.finetune import rows_at_cutoffs
+
+    log = random_log(300 + seed)
+    rows = rows_at_cutoffs(as_dataset(log), "click", [80, CUTOFF], horizon_seconds=HORIZON)
+    features, names = labelled_features(as_dataset(log), rows, utc_offset_seconds=3600)
+    cutoffs = np.asarray(rows["cutoff"])
+    for cutoff in (80, CUTOFF):
+        index = np.flatnonzero(cutoffs == cutoff)
+        alone, alone_names = task_features(from_arrow(to_arrow(rows).take(index)), item_statistics(as_dataset(log), cutoff),
+                                           utc_offset_seconds=3600)  # fmt: skip
+        assert alone_names == names
+        np.testing.assert_array_equal(features[index], alone)
+    changed = rewrite_after(log, 80, seed)
+    early = np.flatnonzero(cutoffs == 80)
+    rewritten, _ = labelled_features(as_dataset(changed), from_arrow(to_arrow(rows).take(early)), utc_offset_seconds=3600)
+    np.testing.assert_array_equal(rewritten, features[early])
+
+
+def test_activity_features_hand_case():
+    from seqbert.data.features import activity_features
+
+    day = 86_400
+    rows = Dataset.from_dict({
+        "user_id": ["u"], "item_ids": [["a", "b", "c", "d"]], "event_types": [["view", "cart", "purchase", "view"]],
+        # 8.5 days, 2.5 days, 0.5 days and 1 hour before the cutoff (cutoff = local midnight at UTC+8)
+        "timestamps": [[10 * day - 8 * 3600 - int(8.5 * day), 10 * day - 8 * 3600 - int(2.5 * day),
+                        10 * day - 8 * 3600 - day // 2, 10 * day - 8 * 3600 - 3600]],
+        "cutoff": [10 * day - 8 * 3600], "label": [0],
+    })  # fmt: skip
+    features, names = activity_features(rows, utc_offset_seconds=8 * 3600)
+    f = dict(zip(names, features[0]))
+    assert f["log_views_1d"] == pytest.approx(np.log(2)) and f["log_views_7d"] == pytest.approx(np.log(2))
+    assert f["log_carts_1d"] == 0 and f["log_carts_3d"] == pytest.approx(np.log(2))
+    assert f["log_purchases_1d"] == pytest.approx(np.log(2)) and f["never_purchased"] == 0
+    assert f["log_days_since_purchase"] == pytest.approx(np.log1p(0.5), rel=1e-5)
+    assert f["log_active_days"] == pytest.approx(np.log1p(3)) and f["log_active_days_7d"] == pytest.approx(np.log1p(2))
+    # local hours 12, 12, 12, 23: three events in 12-18 h, one in 18-24 h; the last event at 23:00
+    assert f["share_events_12_18h"] == pytest.approx(0.75) and f["share_events_18_24h"] == pytest.approx(0.25)
+    assert f["last_event_hour_sin"] == pytest.approx(np.sin(23 * 2 * np.pi / 24), abs=1e-6)

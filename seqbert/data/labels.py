@@ -115,8 +115,10 @@ def item_conversion_labels(
     source_events: tuple[str, ...] = ("view", "cart", "fav"),
     positive_event: str = "purchase",
     min_history: int = 1,
+    lookback_seconds: int | None = None,
 ) -> Dataset:
-    """Item conversion: one row per (user, item) the user had a ``source_events`` event with before ``cutoff``.
+    """Item conversion: one row per (user, item) the user had a ``source_events`` event with before ``cutoff``
+    (and, with ``lookback_seconds``, at or after ``cutoff - lookback_seconds``: "viewed in the last 3 days").
 
     Inputs come strictly from before the cutoff and the label strictly from the window after it:
 
@@ -147,6 +149,8 @@ def item_conversion_labels(
     in_window = (flat["timestamps"] >= cutoff) & (flat["timestamps"] < cutoff + horizon_seconds)
     keys = flat["rows"] * flat["num_items"] + flat["codes"]
     source = before & _is_type(flat["types"], source_events) & (counts >= min_history)[flat["rows"]]
+    if lookback_seconds is not None:
+        source &= flat["timestamps"] >= cutoff - lookback_seconds
     pairs = np.unique(keys[source])
     positives = np.unique(keys[in_window & _is_type(flat["types"], positive_event)])
     return _candidate_rows(history, flat, pairs, np.isin(pairs, positives), cutoff, before)
