@@ -137,7 +137,7 @@ def test_finetune_from_pretrained(prepared, pretrained, tmp_path):
     assert summary["global_step"] == 2 * -(-micro_batches // 2)  # one optimizer step per 2 micro-batches
     cutoffs = summary["cutoffs"]
     assert cutoffs["train_cutoff"] < cutoffs["validation_cutoff"] < cutoffs["test_cutoff"]
-    for model in ("seqbert", "logistic_regression_rf"):
+    for model in ("seqbert", "logistic_regression", "lightgbm"):
         metrics = summary["metrics"]["test"][model]
         assert 0.0 <= metrics["roc_auc"] <= 1.0 and metrics["log_loss"] > 0
     config = json.loads((output / "config.json").read_text())

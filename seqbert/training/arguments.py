@@ -263,7 +263,34 @@ class FinetuneArguments:
                   "fitted on validation (0: skip)."},
     )
     tabular_baseline: bool = field(
-        default=True, metadata={"help": "Also fit and report the logistic-regression baseline on tabular features."}
+        default=True,
+        metadata={"help": "Also fit and report the tabular baselines (seqbert.tabular: the same features and models as "
+                  "scripts/bench_purchase.py; near-constant training features dropped, the rest clipped at 5 std)."},
+    )
+    tabular_models: list[str] = field(
+        default_factory=lambda: ["logistic_regression", "lightgbm"],
+        metadata={"help": "Tabular baselines to fit: logistic_regression and/or lightgbm (scikit-learn's "
+                  "HistGradientBoosting when lightgbm is not installed; both need `pip install seqbert[baselines]`)."},
+    )
+    utc_offset_hours: float = field(
+        default=0.0,
+        metadata={"help": "Hours to add to UTC for the shop's local clock (time-of-day features of the tabular "
+                  "baselines; Taobao: 8)."},
+    )
+    num_train_cutoffs: int = field(
+        default=1,
+        metadata={"help": "Rolling training cutoffs, one horizon apart, the last at validation_start - horizon: each "
+                  "adds a labelled copy of every user at an earlier time."},
+    )
+    num_test_cutoffs: int = field(
+        default=1,
+        metadata={"help": "Test cutoffs pooled from test_start, one horizon apart (when one horizon holds too few "
+                  "positives; the data must reach the last cutoff + horizon)."},
+    )
+    conversion_lookback_days: float | None = field(
+        default=None,
+        metadata={"help": "item-conversion: candidates are items viewed / carted / faved in this many days before the "
+                  "cutoff (default: any time before it)."},
     )
     cap_query_gap: bool = field(
         default=True,

@@ -58,6 +58,7 @@ import json
 import logging
 import resource
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,10 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
 
-from ..baselines import LogisticRegressionBaseline
 from ..collators import DataCollatorWithLeftPadding, pad_left
 from ..configuration_seqbert import SeqBertConfig
 from ..data.arrow import from_arrow, list_offsets, to_arrow
-from ..data.features import candidate_matches, item_statistics, task_features
+from ..data.features import candidate_matches, labelled_features
 from ..data.labels import click_candidate_labels, item_conversion_labels, user_purchase_labels
 from ..metrics.functional import (
     brier,
@@ -93,6 +93,7 @@ from ..modeling_seqbert import (
     SeqBertForSequenceClassification,
 )
 from ..prepared import PreparedData, encode_for_classification
+from ..tabular import fit_tabular_baselines
 from .arguments import FinetuneArguments, ModelArguments, TrainingArguments
 from .loop import make_accelerator, train
 from .outputs import write_model_folder
@@ -128,21 +129,33 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     return metrics
 
 
-def task_cutoffs(protocol: Mapping[str, Any], horizon_seconds: int | None) -> dict[str, int]:
-    """``{"horizon_seconds", "train_cutoff", "validation_cutoff", "test_cutoff"}`` from a temporal protocol."""
+def task_cutoffs(
+    protocol: Mapping[str, Any], horizon_seconds: int | None, num_train_cutoffs: int = 1, num_test_cutoffs: int = 1
+) -> dict[str, Any]:
+    """The label cutoffs of a temporal protocol: ``horizon_seconds``, ``train_cutoffs`` (``num_train_cutoffs``
+    rolling cutoffs one horizon apart, the last at ``validation_start - horizon``, so every training label
+    ends where pretraining data ends), ``validation_cutoff`` (``validation_start``) and ``test_cutoffs``
+    (``num_test_cutoffs`` cutoffs one horizon apart from ``test_start``: pooled when one day of labels is
+    too few). ``train_cutoff`` / ``test_cutoff`` repeat the last training and the first test cutoff."""
     if protocol.get("kind") != "temporal" or protocol.get("validation_start") is None:
         raise ValueError(
             "Fine-tuning needs data prepared with a temporal split and a validation cutoff "
             "(`seqbert prepare ... --split temporal`): with leave-one-out, pretraining sees events after "
             "any label cutoff, which would leak labels."
         )
+    if num_train_cutoffs < 1 or num_test_cutoffs < 1:
+        raise ValueError(f"num_train_cutoffs and num_test_cutoffs must be >= 1, got {num_train_cutoffs}, {num_test_cutoffs}.")
     validation_start, test_start = int(protocol["validation_start"]), int(protocol["test_start"])
     horizon = int(horizon_seconds or (test_start - validation_start))
+    train = [validation_start - horizon * (num_train_cutoffs - k) for k in range(num_train_cutoffs)]
+    test = [test_start + horizon * k for k in range(num_test_cutoffs)]
     return {
         "horizon_seconds": horizon,
-        "train_cutoff": validation_start - horizon,
+        "train_cutoff": train[-1],
         "validation_cutoff": validation_start,
-        "test_cutoff": test_start,
+        "test_cutoff": test[0],
+        "train_cutoffs": train,
+        "test_cutoffs": test,
     }
 
 
@@ -154,12 +167,14 @@ def build_task_rows(
     horizon_seconds: int,
     negatives_per_positive: int = 4,
     seed: int = 0,
+    lookback_seconds: int | None = None,
 ) -> Dataset:
-    """The labelled rows of ``task`` at one cutoff (see :mod:`seqbert.data.labels`)."""
+    """The labelled rows of ``task`` at one cutoff (see :mod:`seqbert.data.labels`); ``lookback_seconds``:
+    item-conversion candidates are items with an event in that window before the cutoff (default: any)."""
     if task == "user-purchase":
         return user_purchase_labels(sequences, cutoff=cutoff, horizon_seconds=horizon_seconds)
     if task == "item-conversion":
-        return item_conversion_labels(sequences, cutoff=cutoff, horizon_seconds=horizon_seconds)
+        return item_conversion_labels(sequences, cutoff=cutoff, horizon_seconds=horizon_seconds, lookback_seconds=lookback_seconds)
     if task == "click":
         return click_candidate_labels(
             sequences, cutoff=cutoff, horizon_seconds=horizon_seconds, negatives_per_positive=negatives_per_positive, seed=seed
@@ -167,20 +182,48 @@ def build_task_rows(
     raise ValueError(f"Unknown task {task!r}; available: {', '.join(TASKS)}.")
 
 
-def label_splits(
-    data: PreparedData, horizon_seconds: int | None, task: str = "user-purchase", *, negatives_per_positive: int = 4, seed: int = 0
-) -> tuple[dict[str, Dataset], dict[str, int]]:
-    """The three labelled sets (train / validation / test) and the cutoffs used, from the temporal protocol.
+def split_cutoffs(cutoffs: Mapping[str, Any]) -> dict[str, list[int]]:
+    """``{"train": [...], "validation": [...], "test": [...]}`` from :func:`task_cutoffs`' record."""
+    return {
+        "train": list(cutoffs.get("train_cutoffs", [cutoffs["train_cutoff"]])),
+        "validation": [cutoffs["validation_cutoff"]],
+        "test": list(cutoffs.get("test_cutoffs", [cutoffs["test_cutoff"]])),
+    }
 
-    The click task's negatives use ``seed + i`` for the i-th split, so the three splits draw independently.
+
+def rows_at_cutoffs(sequences: Dataset, task: str, cutoffs: Sequence[int], *, seed: int = 0, seed_stride: int = 3, **options: Any) -> Dataset:
+    """:func:`build_task_rows` at each cutoff, concatenated in cutoff order (the k-th cutoff draws click
+    negatives with ``seed + k * seed_stride``)."""
+    parts = [
+        to_arrow(build_task_rows(sequences, task, cutoff=int(cutoff), seed=seed + k * seed_stride, **options))
+        for k, cutoff in enumerate(cutoffs)
+    ]
+    return from_arrow(pa.concat_tables(parts).combine_chunks())
+
+
+def label_splits(
+    data: PreparedData,
+    horizon_seconds: int | None,
+    task: str = "user-purchase",
+    *,
+    negatives_per_positive: int = 4,
+    seed: int = 0,
+    num_train_cutoffs: int = 1,
+    num_test_cutoffs: int = 1,
+    lookback_seconds: int | None = None,
+) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    """The three labelled sets (train / validation / test) and the cutoffs used, from the temporal protocol
+    (:func:`task_cutoffs`); a split with several cutoffs holds the rows of each, in cutoff order.
+
+    The click task's negatives use ``seed + i`` for the i-th split (``+ 3k`` for its k-th cutoff), so every
+    split and cutoff draws independently.
     """
-    cutoffs = task_cutoffs(data.protocol, horizon_seconds)
+    cutoffs = task_cutoffs(data.protocol, horizon_seconds, num_train_cutoffs, num_test_cutoffs)
+    options = {"horizon_seconds": cutoffs["horizon_seconds"], "negatives_per_positive": negatives_per_positive,
+               "lookback_seconds": lookback_seconds}  # fmt: skip
     sets = {
-        name: build_task_rows(
-            data.sequences, task, cutoff=cutoffs[f"{name}_cutoff"], horizon_seconds=cutoffs["horizon_seconds"],
-            negatives_per_positive=negatives_per_positive, seed=seed + offset,
-        )  # fmt: skip
-        for offset, name in enumerate(("train", "validation", "test"))
+        name: rows_at_cutoffs(data.sequences, task, split, seed=seed + offset, **options)
+        for offset, (name, split) in enumerate(split_cutoffs(cutoffs).items())
     }
     return sets, cutoffs
 
@@ -350,14 +393,10 @@ def encode_splits(
     return encoded, max_query_gap
 
 
-def task_feature_sets(data: PreparedData, labelled: Mapping[str, Dataset]) -> dict[str, np.ndarray]:
-    """Tabular features of each labelled set, item statistics taken at that set's own cutoff."""
-    features = {}
-    for name, rows in labelled.items():
-        cutoff = int(rows["cutoff"][0]) if rows.num_rows else 0
-        statistics = item_statistics(data.sequences, cutoff) if "candidate_item_id" in rows.column_names else None
-        features[name] = task_features(rows, statistics)[0]
-    return features
+def task_feature_sets(data: PreparedData, labelled: Mapping[str, Dataset], utc_offset_seconds: int = 0) -> dict[str, np.ndarray]:
+    """Tabular features of each labelled set (:func:`~seqbert.data.features.labelled_features`: catalog
+    statistics taken at each row's own cutoff)."""
+    return {name: labelled_features(data.sequences, rows, utc_offset_seconds=utc_offset_seconds)[0] for name, rows in labelled.items()}
 
 
 def candidate_rows_from_events(
@@ -440,14 +479,31 @@ def predict_candidates(
     if query_timestamps is None:
         query_timestamps = [max(int(event["timestamp"]) for event in history) if history else 0 for history in histories]
     rows = candidate_rows_from_events(histories, candidates, query_timestamps, candidate_categories, candidate_events)
+    return predict_task_rows(model, tokenizer, rows, max_length=max_length)
+
+
+@torch.no_grad()
+def predict_task_rows(
+    model: SeqBertForSequenceClassification, tokenizer, rows: Dataset, *, max_length: int | None = None, batch_size: int = 1024
+) -> np.ndarray:
+    """Positive-class probabilities of labelled task rows (:mod:`seqbert.data.labels` columns), encoded as in
+    fine-tuning with the model's saved options (query-gap cap, candidate-aware inputs): what
+    :func:`predict_candidates`, :class:`~seqbert.inference.Classifier` and the benchmarks score with."""
+    config = model.config
+    candidate_rows = "candidate_item_id" in rows.column_names
     encoded = encode_task_rows(
         rows, tokenizer, max_length or int(config.max_position_embeddings), getattr(config, "max_query_gap_seconds", None),
-        candidate_match=config.candidate_match, candidate_popularity=config.candidate_popularity,
+        candidate_match=bool(config.candidate_match) and candidate_rows,
+        candidate_popularity=bool(config.candidate_popularity) and candidate_rows,
     )  # fmt: skip
-    batch = DataCollatorForCandidates(pad_to_multiple_of=None)(encoded.to_list())
+    collate = DataCollatorForCandidates(pad_to_multiple_of=None)
     device = next(model.parameters()).device
-    logits = model(**{name: tensor.to(device) for name, tensor in model_inputs(batch).items()}).logits.float()
-    return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy().astype(np.float64)
+    probabilities = []
+    for start in range(0, encoded.num_rows, batch_size):
+        batch = collate(encoded.select(range(start, min(start + batch_size, encoded.num_rows))).to_list())
+        logits = model(**{name: tensor.to(device) for name, tensor in model_inputs(batch).items()}).logits.float()
+        probabilities.append(torch.softmax(logits, dim=-1)[:, 1].cpu().numpy().astype(np.float64))
+    return np.concatenate(probabilities) if probabilities else np.zeros(0)
 
 
 def build_model(
@@ -487,6 +543,41 @@ def _format_horizon(seconds: int) -> str:
     return f"{seconds / 86_400:.2f} days" if seconds >= 86_400 else f"{seconds / 60:.0f} minutes"
 
 
+def comparison_notes(
+    cutoffs: Mapping[str, Any], counts: Mapping[str, Mapping[str, int]], reports: Mapping[str, dict],
+    validation_log_loss: Mapping[str, float], base_rate_log_loss: float,
+) -> str:
+    """The card's evaluation text: protocol (cutoffs, rows and positives per split), then every model's test
+    metrics after temperature scaling fitted on validation, with bootstrap 95 % intervals, and a plain
+    warning for any model whose validation log loss is worse than predicting the training base rate."""
+    def stamp(seconds: int) -> str:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(int(seconds)))
+
+    split = split_cutoffs(cutoffs)
+    lines = [
+        "Protocol: inputs are each user's events strictly before a cutoff; labels only come from "
+        f"`[cutoff, cutoff + {_format_horizon(cutoffs['horizon_seconds'])})`. "
+        f"Training cutoffs: {', '.join(stamp(c) for c in split['train'])}; validation: {stamp(split['validation'][0])}; "
+        f"test: {', '.join(stamp(c) for c in split['test'])}. Temperature scaling is fitted on validation.",
+        "",
+        "| Split | Rows | Positives |",
+        "| --- | --- | --- |",
+        *(f"| {name} | {c['examples']:,} | {c['positives']:,} |" for name, c in counts.items()),
+    ]
+    if reports:
+        lines += ["", "| Model (test, after temperature scaling) | ROC-AUC [95 % CI] | log loss | ECE (before → after) |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        for name, report in reports.items():
+            calibrated, low_high = report["calibrated"], report["intervals"].get("roc_auc", (float("nan"),) * 2)
+            lines.append(f"| {name} | {calibrated.get('roc_auc', float('nan')):.4f} [{low_high[0]:.4f}, {low_high[1]:.4f}] | "
+                         f"{calibrated['log_loss']:.4f} | {report['uncalibrated']['ece']:.4f} → {calibrated['ece']:.4f} |")  # fmt: skip
+    worse = [name for name, loss in validation_log_loss.items() if loss > base_rate_log_loss]
+    for name in worse:
+        lines += ["", f"**Warning: {name}'s validation log loss ({validation_log_loss[name]:.4f}) is worse than predicting "
+                      f"the training base rate ({base_rate_log_loss:.4f}); its probabilities are not a fair comparison.**"]  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, model_args, ft_args = parse_args(argv)
     if ft_args.task not in TASKS:
@@ -496,7 +587,9 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = data.tokenizer
     horizon = int(ft_args.horizon_days * 86_400) if ft_args.horizon_days else None
     labelled, cutoffs = label_splits(
-        data, horizon, ft_args.task, negatives_per_positive=ft_args.negatives_per_positive, seed=ft_args.label_seed
+        data, horizon, ft_args.task, negatives_per_positive=ft_args.negatives_per_positive, seed=ft_args.label_seed,
+        num_train_cutoffs=ft_args.num_train_cutoffs, num_test_cutoffs=ft_args.num_test_cutoffs,
+        lookback_seconds=int(ft_args.conversion_lookback_days * 86_400) if ft_args.conversion_lookback_days else None,
     )
     counts = {name: {"examples": rows.num_rows, "positives": int(np.sum(rows["label"]))} for name, rows in labelled.items()}
     logger.info("task %s, label counts %s, cutoffs %s", ft_args.task, counts, cutoffs)
@@ -577,7 +670,12 @@ def main(argv: list[str] | None = None) -> dict:
         split: {"seqbert": binary_metrics(labels, 1.0 / (1.0 + np.exp(-logits)))}
         for split, (labels, logits) in predictions.items()
     }
-    groups = {split: np.asarray(labelled[split]["user_id"]).astype(str) for split in ("validation", "test")}
+    # GAUC groups: one per user and cutoff (a pooled split holds the same user at several cutoffs).
+    groups = {
+        split: np.char.add(np.char.add(np.asarray(labelled[split]["user_id"]).astype(str), "@"),
+                           np.asarray(labelled[split]["cutoff"]).astype(str))
+        for split in ("validation", "test")
+    }  # fmt: skip
     reports = {}
     if ft_args.bootstrap_resamples and len(np.unique(predictions["validation"][0])) == 2:
         reports["seqbert"] = calibrated_report(
@@ -585,26 +683,31 @@ def main(argv: list[str] | None = None) -> dict:
             groups=groups["test"] if ft_args.task in ITEM_TASKS else None,
             n_resamples=ft_args.bootstrap_resamples, seed=args.seed,
         )  # fmt: skip
-    baseline_predictions = {}
+    baselines = {}
     if ft_args.tabular_baseline:
-        features = task_feature_sets(data, labelled)
-        baseline = LogisticRegressionBaseline().fit(features["train"], train_labels)
-        for split in ("validation", "test"):
-            split_labels = np.asarray(labelled[split]["label"])
-            probs = baseline.predict_proba(features[split])
-            baseline_predictions[split] = (split_labels, probabilities_to_logits(probs))
-            results[split]["logistic_regression_rf"] = binary_metrics(split_labels, probs)
-        if ft_args.bootstrap_resamples and len(np.unique(baseline_predictions["validation"][0])) == 2:
-            reports["logistic_regression_rf"] = calibrated_report(
-                baseline_predictions["test"][0], baseline_predictions["test"][1], *baseline_predictions["validation"],
-                groups=groups["test"] if ft_args.task in ITEM_TASKS else None,
-                n_resamples=ft_args.bootstrap_resamples, seed=args.seed,
-            )  # fmt: skip
+        baselines = fit_tabular_baselines(
+            data.sequences, labelled, ft_args.tabular_models, seed=args.seed,
+            utc_offset_seconds=int(ft_args.utc_offset_hours * 3600),
+        )  # fmt: skip
+        for name, baseline in baselines.items():
+            for split in ("validation", "test"):
+                results[split][name] = binary_metrics(np.asarray(labelled[split]["label"]), baseline.probabilities[split])
+            split_labels = {split: np.asarray(labelled[split]["label"]) for split in ("validation", "test")}
+            if ft_args.bootstrap_resamples and len(np.unique(split_labels["validation"])) == 2:
+                reports[name] = calibrated_report(
+                    split_labels["test"], probabilities_to_logits(baseline.probabilities["test"]),
+                    split_labels["validation"], probabilities_to_logits(baseline.probabilities["validation"]),
+                    groups=groups["test"] if ft_args.task in ITEM_TASKS else None,
+                    n_resamples=ft_args.bootstrap_resamples, seed=args.seed,
+                )  # fmt: skip
     for name, report in reports.items():
         results["test"][f"{name}_temperature_scaled"] = {
             key: value for key, value in report["calibrated"].items() if key in ("log_loss", "brier", "ece")
         }
 
+    validation_labels = predictions["validation"][0]
+    base_rate_log_loss = log_loss(validation_labels, np.full(len(validation_labels), min(max(positive_share, 1e-6), 1 - 1e-6)))
+    validation_log_loss = {name: values["log_loss"] for name, values in results["validation"].items() if "log_loss" in values}
     summary = {
         "task": ft_args.task,
         "task_definition": TASK_TEXT[ft_args.task].format(
@@ -628,6 +731,13 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "metrics": results,
         "calibration": reports,
+        "base_rate_validation_log_loss": base_rate_log_loss,
+        "worse_than_base_rate": sorted(name for name, loss in validation_log_loss.items() if loss > base_rate_log_loss),
+        "tabular_baselines": {
+            name: {"params": b.params, "backend": b.backend, "dropped_features": b.dropped_features,
+                   "shift_warnings": b.shift_warnings, "features": b.feature_names}
+            for name, b in baselines.items()
+        },
     }
     if accelerator.is_main_process:
         usage = None
@@ -650,6 +760,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "task_name": {"user-purchase": "Purchase Prediction", "item-conversion": "Item Conversion Prediction",
                               "click": "Click Prediction"}[ft_args.task],
                 "base_model": ft_args.model_name_or_path or "none (trained from scratch)",
+                "evaluation_notes": comparison_notes(cutoffs, counts, reports, validation_log_loss, base_rate_log_loss),
                 **({"usage_code": usage} if usage else {}),
             },
         )  # fmt: skip
@@ -657,6 +768,8 @@ def main(argv: list[str] | None = None) -> dict:
             arrays = {}
             for split, (labels, logits) in predictions.items():
                 arrays[f"{split}_labels"], arrays[f"{split}_logits"], arrays[f"{split}_groups"] = labels, logits, groups[split]
+                for name, baseline in baselines.items():
+                    arrays[f"{split}_{name}_probabilities"] = baseline.probabilities[split]
             np.savez_compressed(Path(args.output_dir) / "predictions.npz", **arrays)
         logger.info("test metrics: %s", json.dumps(results["test"]))
     accelerator.wait_for_everyone()
@@ -679,7 +792,10 @@ __all__ = [
     "main",
     "model_inputs",
     "predict_candidates",
+    "predict_task_rows",
     "query_gaps",
+    "rows_at_cutoffs",
+    "split_cutoffs",
     "task_cutoffs",
     "task_feature_sets",
 ]
