@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling_seqbert import last_token_index
+from .modeling_seqbert import CANDIDATE_MATCH_CATEGORY, CANDIDATE_MATCH_ITEM, CANDIDATE_MATCH_OTHER, last_token_index
 from .tokenization_seqbert import BehaviorTokenizer
 
 logger = logging.getLogger(__name__)
@@ -156,12 +156,14 @@ def encode_events(
     device: torch.device | str | None = None,
     query_timestamps: Sequence[int] | int | None = None,
     use_query_time: bool = False,
+    max_query_gap: int | None = None,
 ) -> EncodedEvents:
     """Tokenize one user's raw events or a batch, with the appended ``[MASK]`` ("what comes next").
 
     ``use_query_time``: give the mask the gap from the last event to ``query_timestamps`` (the prediction
     time, default: each user's last event, i.e. a gap of 0), as purchase fine-tuning does. Next-item
-    inference does not: pretraining and evaluation leave the mask's gap unknown.
+    inference does not: pretraining and evaluation leave the mask's gap unknown. ``max_query_gap``: cap that
+    gap at this many seconds (a classifier's ``config.max_query_gap_seconds``, as fine-tuning encoded it).
     """
     single = is_single_user(events)
     batch = [events] if single else list(events)
@@ -180,6 +182,8 @@ def encode_events(
                 raise InvalidEventsError(
                     f"query_timestamp needs one value per user ({len(batch)}), got {len(queries)}."
                 )
+        if max_query_gap is not None:
+            queries = [q if last is None else min(q, last + int(max_query_gap)) for q, last in zip(queries, last_timestamps)]
     try:
         encoded = tokenizer.encode_sequences(
             items, types, times, append_mask=True, query_timestamps=queries, max_length=max_length, return_tensors="pt"
@@ -200,6 +204,51 @@ def encode_events(
     # Unseen items get a special id: [UNK], or a hash bucket with unseen_items="hash" (all below the items).
     unknown = [int((ids < tokenizer.num_special_tokens).sum()) for ids in per_user]
     return EncodedEvents(inputs, single, per_user, unknown, last_timestamps)
+
+
+def add_candidate_inputs(
+    encoded: EncodedEvents,
+    tokenizer: BehaviorTokenizer,
+    config: Any,
+    batch: Sequence[Sequence[Mapping[str, Any]]],
+    candidates: Sequence[str],
+    candidate_categories: Sequence[str | None] | None = None,
+    candidate_events: Sequence[int] | None = None,
+) -> EncodedEvents:
+    """Make the appended query token each user's candidate item, as item-conversion / click fine-tuning does
+    (``seqbert.training.finetune.encode_task_rows``): its token id replaces ``[MASK]``, and with
+    ``config.candidate_match`` every history event gets its match type with the candidate (same item, same
+    category, other; raw ids, so unknown items match too), the query the strongest match of the whole history;
+    with ``config.candidate_popularity``, ``log1p(candidate_events)``."""
+    if len(candidates) != len(batch):
+        raise InvalidEventsError(f"{len(batch)} users but {len(candidates)} candidates.")
+    inputs = dict(encoded.inputs)
+    input_ids = inputs["input_ids"].clone()
+    input_ids[:, -1] = torch.as_tensor(np.asarray(tokenizer.item_token_ids([str(c) for c in candidates]), dtype=np.int64))
+    inputs["input_ids"] = input_ids
+    if getattr(config, "candidate_match", False):
+        matches = torch.zeros_like(input_ids)
+        for row, (events, candidate) in enumerate(zip(batch, candidates)):
+            ordered = sorted(events, key=lambda event: int(event["timestamp"]))  # as event_columns orders them
+            category = None if candidate_categories is None else candidate_categories[row]
+            types = [
+                CANDIDATE_MATCH_ITEM if str(e["item_id"]) == str(candidate)
+                else CANDIDATE_MATCH_CATEGORY if category is not None and e.get("category") is not None
+                and str(e["category"]) == str(category) else CANDIDATE_MATCH_OTHER
+                for e in ordered
+            ]  # fmt: skip
+            kept = types[len(types) - min(len(types), input_ids.shape[1] - 1) :]
+            if kept:
+                matches[row, input_ids.shape[1] - 1 - len(kept) : -1] = torch.as_tensor(kept)
+            matches[row, -1] = CANDIDATE_MATCH_ITEM + max(types, default=CANDIDATE_MATCH_OTHER)
+        inputs["candidate_match_ids"] = matches.to(input_ids.device)
+    if getattr(config, "candidate_popularity", False):
+        if candidate_events is None:
+            raise InvalidEventsError("This model was fine-tuned with candidate popularity: pass candidate_events (each "
+                                     "candidate's event count, all users, before the prediction time).")  # fmt: skip
+        popularity = np.log1p(np.maximum(np.asarray(candidate_events, dtype=np.float64), 0.0)).astype(np.float32)
+        inputs["candidate_log_popularity"] = torch.as_tensor(popularity).to(input_ids.device)
+    return EncodedEvents(inputs, encoded.single, encoded.item_token_ids, encoded.unknown_events, encoded.last_timestamps)
 
 
 def _chunks(events: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -540,19 +589,70 @@ class Classifier:
         id2label = getattr(self.model.config, "id2label", None) or {}
         return str(id2label.get(self.positive_label, self.positive_label))
 
+    @property
+    def needs_candidates(self) -> bool:
+        """Whether the model scores (user, candidate item) pairs: an item-conversion or click classifier."""
+        config = self.model.config
+        return getattr(config, "finetuning_task", None) in ("item-conversion", "click") or bool(
+            getattr(config, "candidate_match", False) or getattr(config, "candidate_popularity", False)
+        )
+
+    def encode(
+        self,
+        batch: Sequence[Sequence[Mapping[str, Any]]],
+        query_timestamps: Sequence[int] | int | None,
+        candidates: Sequence[str] | None = None,
+        candidate_categories: Sequence[str | None] | None = None,
+        candidate_events: Sequence[int] | None = None,
+    ) -> EncodedEvents:
+        """Inputs of a batch of users exactly as fine-tuning encoded its rows: the query gap capped at
+        ``config.max_query_gap_seconds`` and, for item models, the candidate as the query token (:func:`add_candidate_inputs`)."""
+        if self.needs_candidates and candidates is None:
+            raise InvalidEventsError("This classifier scores (user, candidate item) pairs: pass candidates (one item id per user).")
+        encoded = encode_events(
+            self.tokenizer, batch, max_length=self.max_length, device=self.device, query_timestamps=query_timestamps,
+            use_query_time=True, max_query_gap=getattr(self.model.config, "max_query_gap_seconds", None),
+        )  # fmt: skip
+        if candidates is None:
+            return encoded
+        return add_candidate_inputs(encoded, self.tokenizer, self.model.config, batch, candidates, candidate_categories, candidate_events)
+
     @torch.no_grad()
     def _probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.model(**{name: inputs[name] for name in MODEL_INPUT_NAMES}).logits.float()
+        names = (*MODEL_INPUT_NAMES, "candidate_match_ids", "candidate_log_popularity")
+        logits = self.model(**{name: inputs[name] for name in names if name in inputs}).logits.float()
         if logits.shape[-1] == 1:
             return torch.sigmoid(logits[:, 0])
         return torch.softmax(logits, dim=-1)[:, self.positive_label]
 
     def predict(
-        self, events: Any, query_timestamp: int | Sequence[int] | None = None
+        self,
+        events: Any,
+        query_timestamp: int | Sequence[int] | None = None,
+        *,
+        candidates: str | Sequence[str] | None = None,
+        candidate_categories: str | Sequence[str | None] | None = None,
+        candidate_events: int | Sequence[int] | None = None,
     ) -> Prediction | list[Prediction]:
-        """:class:`Prediction` for one user's events, or a list for a batch (``query_timestamp``: one or per user)."""
+        """:class:`Prediction` for one user's events, or a list for a batch (``query_timestamp``: one or per user).
+
+        Item-conversion / click models score a (user, candidate item) pair: pass ``candidates`` (one item id
+        per user; a single id for one user), and, as the model was fine-tuned, ``candidate_categories`` (events
+        then need a ``category``) and ``candidate_events`` (the candidate's event count, all users, before the
+        prediction time).
+        """
         single = is_single_user(events)
         batch = [events] if single else list(events)
+
+        def per_user(value: Any) -> list | None:
+            if value is None:
+                return None
+            values = [value] if single else list(value)
+            if len(values) != len(batch):
+                raise InvalidEventsError(f"Expected one value per user ({len(batch)}), got {len(values)}.")
+            return values
+
+        candidates, candidate_categories, candidate_events = map(per_user, (candidates, candidate_categories, candidate_events))
         if query_timestamp is not None and np.ndim(query_timestamp) > 0 and len(query_timestamp) != len(batch):
             raise InvalidEventsError(
                 f"query_timestamp needs one value per user ({len(batch)}), got {len(query_timestamp)}."
@@ -560,17 +660,14 @@ class Classifier:
         results: list[Prediction] = []
         for start in range(0, len(batch), self.batch_size):
             chunk = batch[start : start + self.batch_size]
+            window = slice(start, start + len(chunk))
             queries = query_timestamp
             if query_timestamp is not None and np.ndim(query_timestamp) > 0:
-                queries = list(query_timestamp)[start : start + len(chunk)]
-            encoded = encode_events(
-                self.tokenizer,
-                chunk,
-                max_length=self.max_length,
-                device=self.device,
-                query_timestamps=queries,
-                use_query_time=True,
-            )
+                queries = list(query_timestamp)[window]
+            encoded = self.encode(
+                chunk, queries, candidates and candidates[window], candidate_categories and candidate_categories[window],
+                candidate_events and candidate_events[window],
+            )  # fmt: skip
             probabilities = self._probabilities(encoded.inputs).cpu().tolist()
             for row, probability in enumerate(probabilities):
                 if queries is None:
@@ -580,9 +677,10 @@ class Classifier:
                 results.append(Prediction(float(probability), encoded.unknown_events[row], query))
         return results[0] if single else results
 
-    def predict_proba(self, events: Any, query_timestamp: int | Sequence[int] | None = None) -> float | np.ndarray:
-        """Probability of the positive label (``"purchase"``): a float for one user, an array for a batch."""
-        predictions = self.predict(events, query_timestamp)
+    def predict_proba(self, events: Any, query_timestamp: int | Sequence[int] | None = None, **candidate_inputs: Any) -> float | np.ndarray:
+        """Probability of the positive label (``"purchase"``): a float for one user, an array for a batch
+        (item models: ``candidates=`` etc., see :meth:`predict`)."""
+        predictions = self.predict(events, query_timestamp, **candidate_inputs)
         if isinstance(predictions, Prediction):
             return predictions.probability
         return np.array([p.probability for p in predictions], dtype=np.float64)
@@ -592,6 +690,7 @@ Predictor = Classifier  # alias
 
 __all__ = [
     "Classifier",
+    "add_candidate_inputs",
     "EncodedEvents",
     "InvalidEventsError",
     "Prediction",

@@ -120,7 +120,8 @@ class BehaviorClassificationPipeline(_BehaviorPipeline):
     """Probability of the positive label (``"purchase"``) for raw behavior events, with a fine-tuned classifier.
 
     Call argument ``query_timestamp``: the prediction time in unix seconds (the appended mask encodes the
-    gap from the last event to it, as in fine-tuning); default: the user's last event. Returns
+    gap from the last event to it, as in fine-tuning); default: the user's last event. Item-conversion / click
+    models also take ``candidate`` (an item id), ``candidate_category`` and ``candidate_events``. Returns
     ``{"label": ..., "score": probability, "unknown_events": n}``.
     """
 
@@ -128,20 +129,18 @@ class BehaviorClassificationPipeline(_BehaviorPipeline):
         super().__init__(*args, **kwargs)
         self.classifier = Classifier(self.model, self.tokenizer, device=self.device)
 
-    def _sanitize_parameters(self, query_timestamp=None, **kwargs):
+    def _sanitize_parameters(self, query_timestamp=None, candidate=None, candidate_category=None, candidate_events=None, **kwargs):
         preprocess = {"query_timestamp": int(query_timestamp)} if query_timestamp is not None else {}
+        if candidate is not None:  # item-conversion / click models: the (user, candidate item) pair
+            preprocess["candidates"] = [str(candidate)]
+            preprocess["candidate_categories"] = None if candidate_category is None else [candidate_category]
+            preprocess["candidate_events"] = None if candidate_events is None else [int(candidate_events)]
         return preprocess, {}, {}
 
     def preprocess(
-        self, events: UserEvents | Sequence[Mapping[str, Any]], query_timestamp: int | None = None
+        self, events: UserEvents | Sequence[Mapping[str, Any]], query_timestamp: int | None = None, **candidate_inputs: Any
     ) -> dict[str, Any]:
-        encoded = encode_events(
-            self.tokenizer,
-            _events_of(events),
-            max_length=self._max_length(),
-            query_timestamps=query_timestamp,
-            use_query_time=True,
-        )
+        encoded = self.classifier.encode([_events_of(events)], query_timestamp, **candidate_inputs)
         return {**encoded.inputs, "encoded": encoded}
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
