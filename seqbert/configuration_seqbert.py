@@ -74,6 +74,10 @@ class SeqBertConfig(PretrainedConfig):
     # Item-candidate classification (click / item conversion), SeqBertForSequenceClassification only:
     candidate_match: bool = False  # learned embedding of each event's match with the candidate (item / category)
     candidate_popularity: bool = False  # log1p(candidate's events before the prediction time) x a learned vector
+    # > 0: the row's tabular features (scaled with ``tabular_scaler``: names, kept, mean, std, clip) enter the head
+    # beside the pooled state, BST-style (Chen et al. 2019, https://arxiv.org/abs/1905.06874), with a linear term too.
+    num_tabular_features: int = 0
+    tabular_scaler: dict | None = None
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):

@@ -251,6 +251,17 @@ def add_candidate_inputs(
     return EncodedEvents(inputs, encoded.single, encoded.item_token_ids, encoded.unknown_events, encoded.last_timestamps)
 
 
+def scale_tabular_features(state: Mapping[str, Any], features: Any) -> torch.Tensor:
+    """Raw tabular features `(rows, len(state["names"]))` scaled as fine-tuning scaled them (the saved
+    ``config.tabular_scaler``: kept columns, training mean / std, clipped at ``±clip``)."""
+    x = np.atleast_2d(np.asarray(features, dtype=np.float64))
+    if x.shape[1] != len(state["names"]):
+        raise InvalidEventsError(f"tabular_features need {len(state['names'])} columns ({', '.join(state['names'][:3])}, ...), got {x.shape[1]}.")
+    kept = np.asarray(state["kept"], dtype=bool)
+    scaled = np.clip((x[:, kept] - np.asarray(state["mean"])) / np.asarray(state["std"]), -state["clip"], state["clip"])
+    return torch.as_tensor(scaled, dtype=torch.float32)
+
+
 def _chunks(events: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(events), size):
         yield events[start : start + size]
@@ -604,22 +615,33 @@ class Classifier:
         candidates: Sequence[str] | None = None,
         candidate_categories: Sequence[str | None] | None = None,
         candidate_events: Sequence[int] | None = None,
+        tabular_features: Any = None,
     ) -> EncodedEvents:
         """Inputs of a batch of users exactly as fine-tuning encoded its rows: the query gap capped at
-        ``config.max_query_gap_seconds`` and, for item models, the candidate as the query token (:func:`add_candidate_inputs`)."""
+        ``config.max_query_gap_seconds``, for item models the candidate as the query token (:func:`add_candidate_inputs`),
+        and for models fine-tuned with tabular features those (raw) features, scaled as in fine-tuning."""
         if self.needs_candidates and candidates is None:
             raise InvalidEventsError("This classifier scores (user, candidate item) pairs: pass candidates (one item id per user).")
         encoded = encode_events(
             self.tokenizer, batch, max_length=self.max_length, device=self.device, query_timestamps=query_timestamps,
             use_query_time=True, max_query_gap=getattr(self.model.config, "max_query_gap_seconds", None),
         )  # fmt: skip
-        if candidates is None:
-            return encoded
-        return add_candidate_inputs(encoded, self.tokenizer, self.model.config, batch, candidates, candidate_categories, candidate_events)
+        if candidates is not None:
+            encoded = add_candidate_inputs(
+                encoded, self.tokenizer, self.model.config, batch, candidates, candidate_categories, candidate_events
+            )  # fmt: skip
+        if getattr(self.model.config, "num_tabular_features", 0):
+            if tabular_features is None:
+                raise InvalidEventsError(
+                    "This classifier reads tabular features: pass tabular_features, one row of "
+                    "seqbert.data.features.labelled_features per user (its names are config.tabular_scaler['names'])."
+                )
+            encoded.inputs["tabular_features"] = scale_tabular_features(self.model.config.tabular_scaler, tabular_features).to(self.device)
+        return encoded
 
     @torch.no_grad()
     def _probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        names = (*MODEL_INPUT_NAMES, "candidate_match_ids", "candidate_log_popularity")
+        names = (*MODEL_INPUT_NAMES, "candidate_match_ids", "candidate_log_popularity", "tabular_features")
         logits = self.model(**{name: inputs[name] for name in names if name in inputs}).logits.float()
         if logits.shape[-1] == 1:
             return torch.sigmoid(logits[:, 0])
@@ -633,13 +655,15 @@ class Classifier:
         candidates: str | Sequence[str] | None = None,
         candidate_categories: str | Sequence[str | None] | None = None,
         candidate_events: int | Sequence[int] | None = None,
+        tabular_features: Any = None,
     ) -> Prediction | list[Prediction]:
         """:class:`Prediction` for one user's events, or a list for a batch (``query_timestamp``: one or per user).
 
         Item-conversion / click models score a (user, candidate item) pair: pass ``candidates`` (one item id
         per user; a single id for one user), and, as the model was fine-tuned, ``candidate_categories`` (events
         then need a ``category``) and ``candidate_events`` (the candidate's event count, all users, before the
-        prediction time).
+        prediction time). Models fine-tuned with ``--tabular_features`` also need ``tabular_features``: the raw
+        features of :func:`seqbert.data.features.labelled_features`, one row per user.
         """
         single = is_single_user(events)
         batch = [events] if single else list(events)
@@ -667,6 +691,7 @@ class Classifier:
             encoded = self.encode(
                 chunk, queries, candidates and candidates[window], candidate_categories and candidate_categories[window],
                 candidate_events and candidate_events[window],
+                None if tabular_features is None else np.atleast_2d(np.asarray(tabular_features, dtype=np.float64))[window],
             )  # fmt: skip
             probabilities = self._probabilities(encoded.inputs).cpu().tolist()
             for row, probability in enumerate(probabilities):

@@ -882,6 +882,10 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
       computed exactly from the raw ids (so also for items outside the vocabulary) and handed over.
     - ``config.candidate_popularity``: ``candidate_log_popularity`` `(batch,)`, ``log1p`` of the candidate's
       event count before the prediction time, times a learned vector, added to the query token.
+
+    With ``config.num_tabular_features`` > 0, ``tabular_features`` `(batch, num_tabular_features)` (hand-made
+    features of the row, already scaled) enter the head as in Alibaba's Behavior Sequence Transformer: an MLP of
+    them is added to the pooled state, and a linear term of them to the logits.
     """
 
     def __init__(self, config: SeqBertConfig):
@@ -897,6 +901,12 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
             )
         if config.candidate_popularity:
             self.candidate_popularity = nn.Linear(1, config.hidden_size, bias=False)
+        if config.num_tabular_features:
+            self.tabular_deep = nn.Sequential(
+                nn.Linear(config.num_tabular_features, config.hidden_size), ACT2FN[config.hidden_act],
+                nn.Linear(config.hidden_size, config.hidden_size),
+            )  # fmt: skip
+            self.tabular_wide = nn.Linear(config.num_tabular_features, config.num_labels)
         self.post_init()
 
     def candidate_embeddings(
@@ -933,6 +943,7 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
         return_dict: bool | None = None,
         candidate_match_ids: torch.Tensor | None = None,
         candidate_log_popularity: torch.Tensor | None = None,
+        tabular_features: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, ...] | SequenceClassifierOutput:
         return_dict = return_dict if return_dict is not None else True
@@ -944,7 +955,16 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
         )  # fmt: skip
         hidden_states = outputs.last_hidden_state
         pooled = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last_token_index(attention_mask)]
+        tabular = None
+        if hasattr(self, "tabular_deep"):
+            if tabular_features is None:
+                raise ValueError("This model was fine-tuned with tabular features: pass tabular_features "
+                                 "(seqbert.training.finetune.predict_task_rows computes them from labelled rows and the log).")
+            tabular = tabular_features.to(pooled.dtype)
+            pooled = pooled + self.tabular_deep(tabular)
         logits = self.classifier(self.dropout(pooled))
+        if tabular is not None:
+            logits = logits + self.tabular_wide(tabular)
 
         loss = None
         if labels is not None:

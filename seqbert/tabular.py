@@ -83,6 +83,19 @@ class ShiftRobustScaler:
         x = np.asarray(features, dtype=np.float64)[:, self.kept]
         return np.clip((x - self.mean) / self.std, -self.clip, self.clip)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (for a model config): what :meth:`from_dict` and :func:`scale_features` need."""
+        return {"names": list(self.names), "kept": [bool(k) for k in self.kept], "mean": self.mean.tolist(),
+                "std": self.std.tolist(), "low": self.low.tolist(), "high": self.high.tolist(), "clip": self.clip}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> ShiftRobustScaler:
+        scaler = cls(clip=float(state["clip"]), names=list(state["names"]), kept=np.asarray(state["kept"], dtype=bool))
+        scaler.dropped = [name for name, kept in zip(scaler.names, scaler.kept) if not kept]
+        scaler.mean, scaler.std = np.asarray(state["mean"], dtype=np.float64), np.asarray(state["std"], dtype=np.float64)
+        scaler.low, scaler.high = np.asarray(state["low"], dtype=np.float64), np.asarray(state["high"], dtype=np.float64)
+        return scaler
+
     def shift_warnings(self, features: np.ndarray, *, max_outside_share: float = 0.05) -> list[str]:
         """Kept features whose values lie outside the training range (beyond ``clip`` std too) for more
         than ``max_outside_share`` of the rows, with that share."""

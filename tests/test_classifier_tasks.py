@@ -32,13 +32,15 @@ def raw_events(rows) -> list[list[dict]]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("task", ["user-purchase", "item-conversion", "click"])
-def test_raw_event_scoring_equals_the_evaluation_path(prepared, tmp_path, task):
+@pytest.mark.parametrize(("task", "tabular"), [("user-purchase", False), ("item-conversion", False), ("click", False),
+                                             ("user-purchase", True), ("click", True)])  # fmt: skip
+def test_raw_event_scoring_equals_the_evaluation_path(prepared, tmp_path, task, tabular):
     output = tmp_path / task
     finetune.main([
         "--data_dir", str(prepared), "--output_dir", str(output), "--task", task, "--max_steps", "3", "--seed", "0",
         "--max_length", "12", "--per_device_batch_size", "32", "--bootstrap_resamples", "0", "--report_to", "jsonl",
         "--no_tabular_baseline", "--num_train_cutoffs", "2", "--learning_rate", "1e-2", *TINY,
+        *(["--tabular_features", "--utc_offset_hours", "8"] if tabular else []),
     ])  # fmt: skip
     data = PreparedData.load(prepared)
     labelled, _ = finetune.label_splits(data, None, task, num_train_cutoffs=2)
@@ -47,19 +49,31 @@ def test_raw_event_scoring_equals_the_evaluation_path(prepared, tmp_path, task):
 
     model = SeqBertForSequenceClassification.from_pretrained(output).eval()
     tokenizer = BehaviorTokenizer.from_pretrained(output)
-    np.testing.assert_allclose(finetune.predict_task_rows(model, tokenizer, test), evaluated, atol=1e-5)
+    assert bool(model.config.num_tabular_features) == tabular
+    np.testing.assert_allclose(finetune.predict_task_rows(model, tokenizer, test, sequences=data.sequences), evaluated, atol=1e-5)
+    if tabular:
+        from seqbert.data.features import labelled_features
+
+        raw = labelled_features(data.sequences, test, utc_offset_seconds=8 * 3600)[0]
+        tabular_inputs = {"tabular_features": raw}
+        with pytest.raises(ValueError, match="pass the event log"):
+            finetune.predict_task_rows(model, tokenizer, test)
+    else:
+        tabular_inputs = {}
 
     classifier = Classifier.from_pretrained(str(output))
-    candidates = {}
+    candidates = dict(tabular_inputs)
     if task != "user-purchase":
-        candidates = {"candidates": test["candidate_item_id"], "candidate_categories": test["candidate_category"],
-                      "candidate_events": test["candidate_events"]}  # fmt: skip
+        candidates.update(candidates=test["candidate_item_id"], candidate_categories=test["candidate_category"],
+                          candidate_events=test["candidate_events"])  # fmt: skip
     probabilities = classifier.predict_proba(raw_events(test), test["cutoff"], **candidates)
     np.testing.assert_allclose(probabilities, evaluated, atol=1e-5)
     capped = finetune.query_gaps(test) > model.config.max_query_gap_seconds
     if task == "user-purchase":
         assert capped.any()  # the cap is exercised: later cutoffs have longer gaps than training saw
 
+    if tabular:
+        return  # the pipeline scores raw events alone; tabular models go through Classifier / predict_task_rows
     from transformers import pipeline
 
     classify = pipeline("behavior-classification", model=str(output), device="cpu")

@@ -267,6 +267,13 @@ class FinetuneArguments:
         metadata={"help": "Also fit and report the tabular baselines (seqbert.tabular: the same features and models as "
                   "scripts/bench_purchase.py; near-constant training features dropped, the rest clipped at 5 std)."},
     )
+    tabular_features: bool = field(
+        default=False,
+        metadata={"help": "Also feed the tabular baselines' features (seqbert.data.features.labelled_features, scaled "
+                  "as seqbert.tabular.ShiftRobustScaler; the scaler is saved in the config) into the classification head "
+                  "beside the pooled sequence state, as Alibaba's Behavior Sequence Transformer does. Scoring then needs the "
+                  "event log for catalog statistics (finetune.predict_task_rows(..., sequences=...))."},
+    )
     tabular_models: list[str] = field(
         default_factory=lambda: ["logistic_regression", "lightgbm"],
         metadata={"help": "Tabular baselines to fit: logistic_regression and/or lightgbm (scikit-learn's "

@@ -47,9 +47,14 @@ rate; ROC-/PR-AUC need no weighting). With ``--class_weighting`` the loss weight
 inverse frequency and the reported logits are shifted back by ``-log(w1 / w0)`` (the prior correction
 that undoes the weighting) before any metric or temperature scaling.
 
-A logistic regression on tabular features of the same pre-cutoff events
-(:func:`seqbert.data.features.task_features`) is the in-run baseline, scored by the same metric code;
-``scripts/bench_purchase.py`` adds gradient-boosted trees and the other seqbert variants.
+Cutoffs can roll (``--num_train_cutoffs``: one labelled copy of every user per earlier day) and test cutoffs
+can be pooled (``--num_test_cutoffs``) when one horizon holds too few positives.
+
+The in-run baselines are :func:`seqbert.tabular.fit_tabular_baselines` (logistic regression and LightGBM on
+:func:`seqbert.data.features.labelled_features` of the same pre-cutoff events, robust to features that shift
+after the training cutoff), scored by the same metric code and calibrated the same way; the card warns when
+one is worse than the base rate. ``scripts/bench_purchase.py`` calls the same function. With
+``--tabular_features`` the classifier's head also reads those features (scaled by the saved scaler).
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ from ..modeling_seqbert import (
     SeqBertForSequenceClassification,
 )
 from ..prepared import PreparedData, encode_for_classification
-from ..tabular import fit_tabular_baselines
+from ..tabular import ShiftRobustScaler, fit_tabular_baselines
 from .arguments import FinetuneArguments, ModelArguments, TrainingArguments
 from .loop import make_accelerator, train
 from .outputs import write_model_folder
@@ -342,6 +347,7 @@ def encode_task_rows(
 
 
 CANDIDATE_INPUTS = ("candidate_match_ids", "candidate_log_popularity")
+TABULAR_INPUT = "tabular_features"
 
 
 @dataclass
@@ -355,7 +361,7 @@ class DataCollatorForCandidates(DataCollatorWithLeftPadding):
     candidate-aware inputs instead of the candidate's own embedding.
     """
 
-    scalar_fields: tuple[str, ...] = ("labels", "candidate_log_popularity")
+    scalar_fields: tuple[str, ...] = ("labels", "candidate_log_popularity", "tabular_features")
     candidate_dropout: float = 0.0
     unk_token_id: int | None = None
 
@@ -373,7 +379,7 @@ class DataCollatorForCandidates(DataCollatorWithLeftPadding):
 
 def model_inputs(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The classifier's keyword inputs in a collated batch (id streams, mask, candidate inputs; no labels)."""
-    names = ("input_ids", "behavior_ids", "time_ids", "attention_mask", *CANDIDATE_INPUTS)
+    names = ("input_ids", "behavior_ids", "time_ids", "attention_mask", *CANDIDATE_INPUTS, TABULAR_INPUT)
     return {name: batch[name] for name in names if name in batch}
 
 
@@ -391,6 +397,26 @@ def encode_splits(
         name: encode_task_rows(rows, tokenizer, max_length, max_query_gap, **candidate_inputs) for name, rows in labelled.items()
     }
     return encoded, max_query_gap
+
+
+def with_tabular_features(encoded: Dataset, features: np.ndarray) -> Dataset:
+    """``encoded`` plus a ``tabular_features`` column (one float32 vector per row, already scaled)."""
+    matrix = np.asarray(features, dtype=np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
+    return from_arrow(to_arrow(encoded).append_column(TABULAR_INPUT, column))
+
+
+def tabular_inputs(model_config, sequences: Dataset | None, rows: Dataset) -> np.ndarray:
+    """The scaled tabular features a classifier fine-tuned with ``--tabular_features`` reads: the features of
+    :func:`~seqbert.data.features.labelled_features` (catalog statistics from ``sequences`` before each row's
+    cutoff), scaled by the scaler saved in ``config.tabular_scaler``."""
+    if sequences is None:
+        raise ValueError("This classifier reads tabular features: pass the event log's sequences (catalog statistics).")
+    state = model_config.tabular_scaler
+    raw, names = labelled_features(sequences, rows, utc_offset_seconds=int(state.get("utc_offset_seconds", 0)))
+    if names != state["names"]:
+        raise ValueError("The tabular features of these rows differ from the ones the model was fine-tuned with.")
+    return ShiftRobustScaler.from_dict(state).transform(raw)
 
 
 def task_feature_sets(data: PreparedData, labelled: Mapping[str, Dataset], utc_offset_seconds: int = 0) -> dict[str, np.ndarray]:
@@ -484,11 +510,18 @@ def predict_candidates(
 
 @torch.no_grad()
 def predict_task_rows(
-    model: SeqBertForSequenceClassification, tokenizer, rows: Dataset, *, max_length: int | None = None, batch_size: int = 1024
+    model: SeqBertForSequenceClassification,
+    tokenizer,
+    rows: Dataset,
+    *,
+    sequences: Dataset | None = None,
+    max_length: int | None = None,
+    batch_size: int = 1024,
 ) -> np.ndarray:
     """Positive-class probabilities of labelled task rows (:mod:`seqbert.data.labels` columns), encoded as in
-    fine-tuning with the model's saved options (query-gap cap, candidate-aware inputs): what
-    :func:`predict_candidates`, :class:`~seqbert.inference.Classifier` and the benchmarks score with."""
+    fine-tuning with the model's saved options (query-gap cap, candidate-aware inputs, tabular features from
+    ``sequences``): what :func:`predict_candidates`, :class:`~seqbert.inference.Classifier` and the benchmarks
+    score with."""
     config = model.config
     candidate_rows = "candidate_item_id" in rows.column_names
     encoded = encode_task_rows(
@@ -496,6 +529,8 @@ def predict_task_rows(
         candidate_match=bool(config.candidate_match) and candidate_rows,
         candidate_popularity=bool(config.candidate_popularity) and candidate_rows,
     )  # fmt: skip
+    if getattr(config, "num_tabular_features", 0):
+        encoded = with_tabular_features(encoded, tabular_inputs(config, sequences, rows))
     collate = DataCollatorForCandidates(pad_to_multiple_of=None)
     device = next(model.parameters()).device
     probabilities = []
@@ -606,8 +641,16 @@ def main(argv: list[str] | None = None) -> dict:
         capped = {name: int((query_gaps(rows) > max_query_gap).sum()) for name, rows in labelled.items()}
         logger.info("query gap capped at %d s (longest training gap); rows capped per split: %s", max_query_gap, capped)
 
+    config_options = dict(candidate_inputs)
+    if ft_args.tabular_features:
+        offset = int(ft_args.utc_offset_hours * 3600)
+        raw = {name: labelled_features(data.sequences, rows, utc_offset_seconds=offset) for name, rows in labelled.items()}
+        scaler = ShiftRobustScaler().fit(raw["train"][0], raw["train"][1])
+        encoded = {name: with_tabular_features(encoded[name], scaler.transform(raw[name][0])) for name in encoded}
+        config_options.update(num_tabular_features=int(scaler.kept.sum()), tabular_scaler={**scaler.to_dict(), "utc_offset_seconds": offset})
+        logger.info("tabular features in the head: %d (dropped near-constant: %s)", int(scaler.kept.sum()), scaler.dropped)
     task_labels = TASK_LABELS[ft_args.task]
-    model = build_model(ft_args, model_args, tokenizer, args.max_length, task_labels, **candidate_inputs)
+    model = build_model(ft_args, model_args, tokenizer, args.max_length, task_labels, **config_options)
     model.config.finetuning_task = ft_args.task
     model.config.max_query_gap_seconds = max_query_gap  # predict_candidates applies the same cap
     if ft_args.freeze_encoder:
@@ -793,6 +836,8 @@ __all__ = [
     "model_inputs",
     "predict_candidates",
     "predict_task_rows",
+    "tabular_inputs",
+    "with_tabular_features",
     "query_gaps",
     "rows_at_cutoffs",
     "split_cutoffs",
