@@ -128,25 +128,11 @@ def train_command(args: argparse.Namespace, data_dir: Path, model: str, seed: in
 
 def train_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str, int, Path]]) -> None:
     """Run the training commands, ``--parallel`` at a time, each with its own log file."""
+    from seqbert.training.parallel import run_in_parallel
+
     threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.parallel)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), TQDM_DISABLE="1")
-    pending, running = list(runs), []
-    while pending or running:
-        while pending and len(running) < args.parallel:
-            model, seed, folder = pending.pop(0)
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            command = train_command(args, data_dir, model, seed, folder)
-            logger.info("train %s seed %d: %s", model, seed, " ".join(command))
-            log = open(folder.parent / f"{folder.name}.log", "w")  # noqa: SIM115 - closed when the run ends
-            running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log, folder))
-        time.sleep(2)
-        for entry in list(running):
-            process, log, folder = entry
-            if process.poll() is not None:
-                log.close()
-                running.remove(entry)
-                if process.returncode:
-                    raise RuntimeError(f"training {folder} failed (exit {process.returncode}); see {folder}.log")
+    commands = [(train_command(args, data_dir, model, seed, folder), folder) for model, seed, folder in runs]
+    run_in_parallel(commands, args.parallel, threads=threads, poll_seconds=2.0)
 
 
 def validation_curve(folder: Path) -> list[tuple[float, float]]:

@@ -17,8 +17,6 @@ The principal axes come from the item output matrix (no labels), so nothing is f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pyarrow as pa
 import torch

@@ -715,13 +715,13 @@ Predictor = Classifier  # alias
 
 __all__ = [
     "Classifier",
-    "add_candidate_inputs",
     "EncodedEvents",
     "InvalidEventsError",
     "Prediction",
     "Predictor",
     "Recommendations",
     "Recommender",
+    "add_candidate_inputs",
     "encode_events",
     "event_columns",
     "is_single_user",

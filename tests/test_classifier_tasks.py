@@ -32,15 +32,23 @@ def raw_events(rows) -> list[list[dict]]:
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("task", "tabular"), [("user-purchase", False), ("item-conversion", False), ("click", False),
-                                             ("user-purchase", True), ("click", True)])  # fmt: skip
-def test_raw_event_scoring_equals_the_evaluation_path(prepared, tmp_path, task, tabular):
+CASES = [
+    ("user-purchase", []), ("item-conversion", []), ("click", []),
+    ("user-purchase", ["--tabular_features", "--utc_offset_hours", "8"]), ("click", ["--tabular_features", "--utc_offset_hours", "8"]),
+    # prior corrections (a share of the negatives, class weights) are folded into the saved classifier's bias
+    ("item-conversion", ["--train_negative_rate", "0.3", "--class_weighting"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("task", "options"), CASES)
+def test_raw_event_scoring_equals_the_evaluation_path(prepared, tmp_path, task, options):
+    tabular = "--tabular_features" in options
     output = tmp_path / task
     finetune.main([
         "--data_dir", str(prepared), "--output_dir", str(output), "--task", task, "--max_steps", "3", "--seed", "0",
         "--max_length", "12", "--per_device_batch_size", "32", "--bootstrap_resamples", "0", "--report_to", "jsonl",
         "--no_tabular_baseline", "--num_train_cutoffs", "2", "--learning_rate", "1e-2", *TINY,
-        *(["--tabular_features", "--utc_offset_hours", "8"] if tabular else []),
+        *options,
     ])  # fmt: skip
     data = PreparedData.load(prepared)
     labelled, _ = finetune.label_splits(data, None, task, num_train_cutoffs=2)

@@ -249,6 +249,12 @@ class FinetuneArguments:
                   "before any metric, so probabilities keep the real prior). Off by default: ranking metrics "
                   "(ROC-/PR-AUC) need no weighting."},
     )
+    train_negative_rate: float = field(
+        default=1.0,
+        metadata={"help": "Keep this share of the negative training rows (every positive is kept): faster epochs on "
+                  "rare-positive tasks such as item-conversion. The logits are shifted back by log(rate), in the saved "
+                  "model too, so probabilities keep the real prior. 1 = all rows."},
+    )
     negatives_per_positive: int = field(
         default=4, metadata={"help": "click: popularity-sampled negatives per positive (same user)."}
     )

@@ -590,10 +590,12 @@ def comparison_notes(
 
     split = split_cutoffs(cutoffs)
     lines = [
-        "Protocol: inputs are each user's events strictly before a cutoff; labels only come from "
-        f"`[cutoff, cutoff + {_format_horizon(cutoffs['horizon_seconds'])})`. "
-        f"Training cutoffs: {', '.join(stamp(c) for c in split['train'])}; validation: {stamp(split['validation'][0])}; "
-        f"test: {', '.join(stamp(c) for c in split['test'])}. Temperature scaling is fitted on validation.",
+        (
+            "Protocol: inputs are each user's events strictly before a cutoff; labels only come from "
+            f"`[cutoff, cutoff + {_format_horizon(cutoffs['horizon_seconds'])})`. "
+            f"Training cutoffs: {', '.join(stamp(c) for c in split['train'])}; validation: {stamp(split['validation'][0])}; "
+            f"test: {', '.join(stamp(c) for c in split['test'])}. Temperature scaling is fitted on validation."
+        ),
         "",
         "| Split | Rows | Positives |",
         "| --- | --- | --- |",
@@ -608,8 +610,9 @@ def comparison_notes(
                          f"{calibrated['log_loss']:.4f} | {report['uncalibrated']['ece']:.4f} → {calibrated['ece']:.4f} |")  # fmt: skip
     worse = [name for name, loss in validation_log_loss.items() if loss > base_rate_log_loss]
     for name in worse:
-        lines += ["", f"**Warning: {name}'s validation log loss ({validation_log_loss[name]:.4f}) is worse than predicting "
-                      f"the training base rate ({base_rate_log_loss:.4f}); its probabilities are not a fair comparison.**"]  # fmt: skip
+        warning = (f"**Warning: {name}'s validation log loss ({validation_log_loss[name]:.4f}) is worse than predicting "
+                   f"the training base rate ({base_rate_log_loss:.4f}); its probabilities are not a fair comparison.**")  # fmt: skip
+        lines += ["", warning]
     return "\n".join(lines)
 
 
@@ -660,8 +663,17 @@ def main(argv: list[str] | None = None) -> dict:
     class_weights = None
     if ft_args.class_weighting and 0 < positive_share < 1:
         class_weights = torch.tensor([0.5 / (1 - positive_share), 0.5 / positive_share])
-    # Weighting shifts the optimal logit by log(w1 / w0); subtract it so probabilities keep the real prior.
+    # Weighting shifts the optimal logit by log(w1 / w0), keeping a share r of the negatives by -log(r); subtract
+    # both so probabilities keep the real prior (folded into the classifier's bias once training ends).
     prior_shift = float(torch.log(class_weights[1] / class_weights[0])) if class_weights is not None else 0.0
+    if not 0 < ft_args.train_negative_rate <= 1:
+        raise ValueError(f"train_negative_rate must be in (0, 1], got {ft_args.train_negative_rate}.")
+    if ft_args.train_negative_rate < 1:
+        keep = (train_labels == 1) | (np.random.default_rng(args.seed).random(len(train_labels)) < ft_args.train_negative_rate)
+        encoded["train"] = encoded["train"].select(np.flatnonzero(keep))
+        prior_shift -= float(np.log(ft_args.train_negative_rate))
+        logger.info("training on %d of %d rows (every positive, %.0f %% of the negatives)", int(keep.sum()), len(keep),
+                    100 * ft_args.train_negative_rate)  # fmt: skip
 
     collator = DataCollatorForCandidates()
     train_collator = DataCollatorForCandidates(
@@ -708,6 +720,10 @@ def main(argv: list[str] | None = None) -> dict:
         loss_fn=loss_fn,
     )
     model = accelerator.unwrap_model(model, keep_torch_compile=False).eval()
+    if prior_shift:  # the saved model itself gives prior-corrected probabilities (Classifier, pipelines, serving)
+        with torch.no_grad():
+            model.classifier.bias[1] -= prior_shift
+        prior_shift = 0.0
     predictions = {split: predict_logits(model, split) for split in ("validation", "test")}
     results = {
         split: {"seqbert": binary_metrics(labels, 1.0 / (1.0 + np.exp(-logits)))}
@@ -822,9 +838,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 __all__ = [
     "CANDIDATE_INPUTS",
-    "DataCollatorForCandidates",
     "ITEM_TASKS",
     "TASKS",
+    "DataCollatorForCandidates",
     "build_task_rows",
     "candidate_match_ids",
     "candidate_rows_from_events",
@@ -836,13 +852,13 @@ __all__ = [
     "model_inputs",
     "predict_candidates",
     "predict_task_rows",
-    "tabular_inputs",
-    "with_tabular_features",
     "query_gaps",
     "rows_at_cutoffs",
     "split_cutoffs",
+    "tabular_inputs",
     "task_cutoffs",
     "task_feature_sets",
+    "with_tabular_features",
 ]
 
 
