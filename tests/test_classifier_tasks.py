@@ -37,12 +37,32 @@ CASES = [
     ("user-purchase", ["--tabular_features", "--utc_offset_hours", "8"]), ("click", ["--tabular_features", "--utc_offset_hours", "8"]),
     # prior corrections (a share of the negatives, class weights) are folded into the saved classifier's bias
     ("item-conversion", ["--train_negative_rate", "0.3", "--class_weighting"]),
+    # from a checkpoint with a longer context than fine-tuning encodes: inference must keep fine-tuning's length
+    ("click", ["--model_name_or_path", "PRETRAINED"]),
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def pretrained(prepared, tmp_path_factory) -> Path:
+    from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+
+    tokenizer = PreparedData.load(prepared).tokenizer
+    torch.manual_seed(0)
+    config = SeqBertConfig(
+        vocab_size=tokenizer.vocab_size, num_special_tokens=tokenizer.num_special_tokens, num_behaviors=tokenizer.num_behaviors,
+        num_time_buckets=tokenizer.num_time_buckets, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=24, max_position_embeddings=40,
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("pretrained")
+    SeqBertForMaskedBehaviorModeling(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.parametrize(("task", "options"), CASES)
-def test_raw_event_scoring_equals_the_evaluation_path(prepared, tmp_path, task, options):
+def test_raw_event_scoring_equals_the_evaluation_path(prepared, pretrained, tmp_path, task, options):
     tabular = "--tabular_features" in options
+    options = [str(pretrained) if option == "PRETRAINED" else option for option in options]
     output = tmp_path / task
     finetune.main([
         "--data_dir", str(prepared), "--output_dir", str(output), "--task", task, "--max_steps", "3", "--seed", "0",

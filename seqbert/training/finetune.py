@@ -524,8 +524,9 @@ def predict_task_rows(
     score with."""
     config = model.config
     candidate_rows = "candidate_item_id" in rows.column_names
+    max_length = max_length or min(int(tokenizer.max_length), int(config.max_position_embeddings))
     encoded = encode_task_rows(
-        rows, tokenizer, max_length or int(config.max_position_embeddings), getattr(config, "max_query_gap_seconds", None),
+        rows, tokenizer, max_length, getattr(config, "max_query_gap_seconds", None),
         candidate_match=bool(config.candidate_match) and candidate_rows,
         candidate_popularity=bool(config.candidate_popularity) and candidate_rows,
     )  # fmt: skip
@@ -623,6 +624,8 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = make_accelerator(args)
     data = PreparedData.load(args.data_dir)
     tokenizer = data.tokenizer
+    if args.max_length < tokenizer.max_length:  # saved with the model: inference encodes as fine-tuning did
+        tokenizer.max_length = tokenizer.model_max_length = tokenizer.init_kwargs["max_length"] = int(args.max_length)
     horizon = int(ft_args.horizon_days * 86_400) if ft_args.horizon_days else None
     labelled, cutoffs = label_splits(
         data, horizon, ft_args.task, negatives_per_positive=ft_args.negatives_per_positive, seed=ft_args.label_seed,
