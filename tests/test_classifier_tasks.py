@@ -113,3 +113,19 @@ def test_raw_event_scoring_equals_the_evaluation_path(prepared, pretrained, tmp_
     if task != "user-purchase":
         with pytest.raises(InvalidEventsError, match="pass candidates"):
             classifier.predict_proba(raw_events([row])[0], row["cutoff"])
+
+
+def test_a_checkpoint_with_another_vocabulary_is_refused(prepared, tmp_path):
+    other = prepare_synthetic_temporal(tmp_path / "other", num_users=60, seed=10)  # another log: other item ids
+    from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+
+    tokenizer = PreparedData.load(other).tokenizer
+    config = SeqBertConfig(vocab_size=tokenizer.vocab_size, num_special_tokens=tokenizer.num_special_tokens,
+                           num_behaviors=tokenizer.num_behaviors, num_time_buckets=tokenizer.num_time_buckets,
+                           hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24)  # fmt: skip
+    folder = tmp_path / "pretrained-elsewhere"
+    SeqBertForMaskedBehaviorModeling(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(ValueError, match="another vocabulary"):
+        finetune.main(["--data_dir", str(prepared), "--output_dir", str(tmp_path / "out"), "--task", "click",
+                       "--model_name_or_path", str(folder), "--max_steps", "1", "--no_tabular_baseline", *TINY])  # fmt: skip

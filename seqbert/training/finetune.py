@@ -542,6 +542,22 @@ def predict_task_rows(
     return np.concatenate(probabilities) if probabilities else np.zeros(0)
 
 
+def check_same_vocabulary(checkpoint: str, tokenizer) -> None:
+    """Refuse a checkpoint whose saved tokenizer maps items, event types or gaps differently from the prepared
+    data's: its embeddings would be read under the wrong ids, silently."""
+    from ..tokenization_seqbert import BehaviorTokenizer
+
+    if not (Path(checkpoint) / "tokenizer_config.json").exists():
+        return  # a Hub id or a folder without tokenizer files: nothing to compare
+    saved = BehaviorTokenizer.from_pretrained(checkpoint)
+    if saved.get_vocab() != tokenizer.get_vocab() or saved.event_types != tokenizer.event_types:
+        raise ValueError(
+            f"{checkpoint} was pretrained with another vocabulary ({saved.vocab_size:,} tokens) than the prepared data's "
+            f"({tokenizer.vocab_size:,} tokens): fine-tune on the prepared folder the model was pretrained on (same "
+            "`seqbert prepare` output), so that every item keeps its id."
+        )
+
+
 def build_model(
     args: FinetuneArguments, model_args: ModelArguments, tokenizer, max_length: int, labels=LABELS, **candidate_inputs: bool
 ) -> SeqBertForSequenceClassification:
@@ -550,6 +566,7 @@ def build_model(
     checkpoint lacks (the head, candidate embeddings) are freshly initialised."""
     label_options = {"num_labels": 2, "id2label": labels, "label2id": {v: k for k, v in labels.items()}, **candidate_inputs}
     if args.model_name_or_path:
+        check_same_vocabulary(args.model_name_or_path, tokenizer)
         return SeqBertForSequenceClassification.from_pretrained(args.model_name_or_path, **label_options)
     config = SeqBertConfig(
         vocab_size=tokenizer.vocab_size,
