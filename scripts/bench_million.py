@@ -117,7 +117,7 @@ def pretrain_command(args: argparse.Namespace, data_dir: Path, output_dir: Path)
     max_test_users = args.max_eval_users if args.max_test_users is None else args.max_test_users
     command = [
         sys.executable, "-m", "seqbert.training.pretrain", "--data_dir", str(data_dir), "--output_dir", str(output_dir),
-        "--hidden_size", str(args.hidden_size), "--num_hidden_layers", str(args.layers),
+        "--overwrite_output_dir", "--hidden_size", str(args.hidden_size), "--num_hidden_layers", str(args.layers),
         "--num_attention_heads", str(args.heads), "--intermediate_size", str(4 * args.hidden_size),
         "--max_length", str(args.max_length), "--per_device_batch_size", str(args.batch_size),
         "--eval_batch_size", str(args.eval_batch_size), "--loss_type", "sampled", "--num_negatives", str(args.num_negatives),

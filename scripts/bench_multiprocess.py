@@ -49,7 +49,7 @@ def run_one(args: argparse.Namespace, processes: int, seed: int) -> dict:
     if args.batch_size % processes:
         raise SystemExit(f"--batch-size {args.batch_size} is not divisible by {processes} processes.")
     output = args.work_dir / f"p{processes}_seed{seed}"
-    options = ["--data_dir", str(args.data_dir), "--output_dir", str(output), "--num_epochs", str(args.epochs),
+    options = ["--data_dir", str(args.data_dir), "--output_dir", str(output), "--overwrite_output_dir", "--num_epochs", str(args.epochs),
                "--per_device_batch_size", str(args.batch_size // processes), "--seed", str(seed),
                "--expected_num_processes", str(processes), "--mixed_precision", "no", "--report_to", "none",
                "--logging_steps", "1000000", *args.pretrain_options]  # fmt: skip

@@ -119,6 +119,7 @@ def epochs_of(args: argparse.Namespace, model: str) -> int:
 def train_command(args: argparse.Namespace, data_dir: Path, model: str, seed: int, output_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "seqbert.training.pretrain", "--data_dir", str(data_dir), "--output_dir", str(output_dir),
+        "--overwrite_output_dir",
         "--seed", str(seed), "--max_length", str(args.max_length), "--per_device_batch_size", str(args.batch_size),
         "--eval_batch_size", "1024", "--num_epochs", str(epochs_of(args, model)), "--time_budget_minutes", str(args.time_budget_minutes),
         "--early_stopping_patience", str(args.patience), "--logging_steps", "50", "--report_to", "jsonl",

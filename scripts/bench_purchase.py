@@ -201,7 +201,7 @@ def run_all(commands: list[tuple[list[str], Path]], parallel: int) -> None:
 
 def pretrain_command(args: argparse.Namespace, data_dir: Path, output: Path) -> list[str]:
     return [
-        "seqbert.training.pretrain", "--data_dir", str(data_dir), "--output_dir", str(output), "--seed", "0",
+        "seqbert.training.pretrain", "--data_dir", str(data_dir), "--output_dir", str(output), "--overwrite_output_dir", "--seed", "0",
         "--time_budget_minutes", str(args.pretrain_minutes), "--num_epochs", str(args.pretrain_epochs),
         "--per_device_batch_size", "64", "--eval_batch_size", "256", "--early_stopping_patience", "10",
         "--learning_rate", "2e-3", "--mask_prob", "0.4", "--last_item_mask_prob", "0.1", "--label_smoothing", "0.1",
@@ -215,7 +215,7 @@ def pretrain_command(args: argparse.Namespace, data_dir: Path, output: Path) -> 
 
 def finetune_command(args, data_dir: Path, protocol: Protocol, task: str, model: str, seed: int, output: Path, pretrained: Path | None) -> list[str]:
     command = [
-        "seqbert.training.finetune", "--data_dir", str(data_dir), "--output_dir", str(output), "--task", task,
+        "seqbert.training.finetune", "--data_dir", str(data_dir), "--output_dir", str(output), "--overwrite_output_dir", "--task", task,
         "--seed", str(seed), "--time_budget_minutes", str(args.finetune_minutes), "--num_epochs", str(args.finetune_epochs),
         "--per_device_batch_size", str(args.batch_size), "--eval_batch_size", "1024", "--early_stopping_patience", "3",
         "--learning_rate", str(args.finetune_lr * (10 if model == "seqbert_pretrained_frozen" else 1)),

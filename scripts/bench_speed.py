@@ -356,7 +356,7 @@ def bench_seqbert(args, attention: str, work: Path) -> dict:
     out = work / f"seqbert_{attention}.json"
     cmd = [
         args.seqbert_python, str(runner), str(out),
-        "--data_dir", str(args.prepared_dir), "--output_dir", str(work / f"seqbert_{attention}_model"),
+        "--data_dir", str(args.prepared_dir), "--output_dir", str(work / f"seqbert_{attention}_model"), "--overwrite_output_dir",
         "--attention_type", attention, "--num_epochs", str(args.seqbert_epochs or args.epochs), "--eval_every_epochs", "1",
         "--per_device_batch_size", str(args.batch_size), "--eval_batch_size", str(args.eval_batch_size),
         "--max_length", str(args.max_length), "--hidden_size", str(args.hidden_size),

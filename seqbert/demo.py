@@ -105,7 +105,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     prepared_dir, pretrained_dir, classifier_dir = out / "prepared", out / "seqbert-pretrained", out / "seqbert-purchase"
     prepare_file(events_path, PrepareOptions(split="temporal", max_length=args.max_length), output_dir=prepared_dir)
 
-    common = ["--data_dir", str(prepared_dir), "--max_length", str(args.max_length), "--seed", str(args.seed)]
+    # The demo owns its folders: a rerun replaces the previous demo's models instead of mixing with them.
+    common = ["--data_dir", str(prepared_dir), "--max_length", str(args.max_length), "--seed", str(args.seed), "--overwrite_output_dir"]
     run_step(
         "pretrain",
         accelerate_command(

@@ -65,6 +65,12 @@ class TrainingArguments:
     resume_from: str | None = field(
         default=None, metadata={"help": "Checkpoint folder to resume from, or `latest` for the newest in output_dir."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Delete an earlier run's files in output_dir (logs, checkpoints, weights, results, plots, "
+                  "card) before training. Without it, a non-empty output_dir is an error unless --resume_from "
+                  "continues that run: runs never mix."},
+    )
     report_to: str = field(
         default="jsonl", metadata={"help": "Trackers: jsonl (logs/metrics.jsonl), tensorboard, or all."}
     )

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -108,8 +109,34 @@ def timed_batches(batches: Iterable, state: TrainingState) -> Iterator:
         yield batch
 
 
+RUN_FILES = ("logs", "checkpoints", BEST_WEIGHTS_DIR, "model.safetensors", "config.json", "results.json", "predictions.npz",
+             "split_protocol.json", "training_curves.png", "test_metrics.png", "README.md")  # fmt: skip
+"""What a training run writes into its output_dir (besides tokenizer and code files, which it rewrites)."""
+
+
+def claim_output_dir(args: TrainingArguments) -> None:
+    """Make sure this run cannot mix with an earlier one in ``args.output_dir``: an earlier run's files are an error,
+    unless ``--resume_from`` continues it or ``--overwrite_output_dir`` deletes them (on the main process; the others
+    only check)."""
+    folder = Path(args.output_dir)
+    previous = [name for name in RUN_FILES if (folder / name).exists()]
+    if not previous or args.resume_from:
+        return
+    if not args.overwrite_output_dir:
+        raise FileExistsError(
+            f"{folder} already holds a run ({', '.join(previous)}). Pass --overwrite_output_dir to replace it, "
+            "--resume_from latest to continue it, or choose another --output_dir."
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        logger.warning("--overwrite_output_dir: deleting the earlier run's %s in %s", ", ".join(previous), folder)
+        for name in previous:
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def make_accelerator(args: TrainingArguments) -> Accelerator:
-    """Accelerator with checkpoint naming, seeded sampler and the requested trackers."""
+    """Accelerator with checkpoint naming, seeded sampler and the requested trackers (after :func:`claim_output_dir`)."""
+    claim_output_dir(args)
     trackers: list = []
     if args.report_to in ("jsonl", "all"):
         trackers.append(JsonLinesTracker("seqbert", Path(args.output_dir) / "logs"))
@@ -445,5 +472,5 @@ def train(
 
 __all__ = [
     "CombinedOptimizer", "JsonLinesTracker", "TrainingState", "clip_gradients", "make_accelerator", "make_optimizer",
-    "read_log", "resolve_checkpoint", "train",
+    "claim_output_dir", "read_log", "resolve_checkpoint", "train",
 ]
