@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling
+from seqbert.collators import DataCollatorWithLeftPadding
 from seqbert.embedding_features import pretrained_features
 from seqbert.prepared import PreparedData, encode_for_classification
-from seqbert.collators import DataCollatorWithLeftPadding
 from seqbert.training import finetune
 
 from .synthetic_prepared import prepare_synthetic_temporal

@@ -136,8 +136,9 @@ def candidate_features(rows: Dataset, statistics: dict[str, np.ndarray | pa.Arra
     candidate to the cutoff (and a flag for "never"); log number of events since it; whether the
     candidate is the user's last item; with categories, the log count and share of the user's events
     in the candidate's category. Item features (from ``statistics`` = :func:`item_statistics` at the
-    same cutoff): log events, log purchases, log distinct users and the smoothed purchase rate
-    ``(purchases + 1) / (events + 50)`` of the candidate before the cutoff.
+    same cutoff, see :func:`_lookup_statistics`): log events, log purchases, log distinct users, the smoothed
+    purchase rate ``(purchases + 1) / (events + 50)`` and the last-day trend of the candidate before the
+    cutoff, and the same five for its category (``catalog_category_*``) when the rows have categories.
     """
     table = to_arrow(rows)
     matches = candidate_matches(table)
