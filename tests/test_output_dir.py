@@ -29,3 +29,14 @@ def test_a_second_run_into_the_same_folder_is_refused_or_replaces_the_first(tmp_
     second = read_log(output)
     assert max(r["step"] for r in second) == 2 and not (output / "checkpoints").exists()
     assert all(r["step"] <= 2 for r in second)  # the first run's records are gone, not appended to
+
+
+def test_resume_from_continues_the_run_in_its_folder(tmp_path):
+    prepared = prepare_synthetic_temporal(tmp_path / "data", num_users=40, seed=4)
+    output = tmp_path / "model"
+    run = ["--data_dir", str(prepared), "--output_dir", str(output), *TINY, "--checkpointing_steps", "2"]
+    pretrain.main([*run, "--max_steps", "2"])
+    summary = pretrain.main([*run, "--max_steps", "4", "--resume_from", "latest"])
+    assert summary["global_step"] == 4
+    steps = [r["step"] for r in read_log(output) if "train_loss" in r]
+    assert steps == sorted(steps) and max(steps) == 4  # one run, continued: the log goes on from step 2
