@@ -640,12 +640,17 @@ class Classifier:
         return encoded
 
     @torch.no_grad()
-    def _probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def label_probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """`(batch, num_labels)` probabilities of encoded inputs (a one-logit model: ``[1 - p, p]``)."""
         names = (*MODEL_INPUT_NAMES, "candidate_match_ids", "candidate_log_popularity", "tabular_features")
         logits = self.model(**{name: inputs[name] for name in names if name in inputs}).logits.float()
         if logits.shape[-1] == 1:
-            return torch.sigmoid(logits[:, 0])
-        return torch.softmax(logits, dim=-1)[:, self.positive_label]
+            positive = torch.sigmoid(logits[:, 0])
+            return torch.stack([1 - positive, positive], dim=-1)
+        return torch.softmax(logits, dim=-1)
+
+    def _probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.label_probabilities(inputs)[:, self.positive_label]
 
     def predict(
         self,

@@ -117,25 +117,30 @@ class NextBehaviorRecommendationPipeline(_BehaviorPipeline):
 
 
 class BehaviorClassificationPipeline(_BehaviorPipeline):
-    """Probability of the positive label (``"purchase"``) for raw behavior events, with a fine-tuned classifier.
+    """Label probabilities for raw behavior events, with a fine-tuned classifier, as transformers' text
+    classification pipelines give them: ``{"label": <most likely label>, "score": its probability}`` by default,
+    every label (most likely first) with ``top_k=None``, the ``k`` most likely with ``top_k=k``. Each result also
+    says how many events had items unknown to the model (``unknown_events``).
 
     Call argument ``query_timestamp``: the prediction time in unix seconds (the appended mask encodes the
     gap from the last event to it, as in fine-tuning); default: the user's last event. Item-conversion / click
-    models also take ``candidate`` (an item id), ``candidate_category`` and ``candidate_events``. Returns
-    ``{"label": ..., "score": probability, "unknown_events": n}``.
+    models also take ``candidate`` (an item id), ``candidate_category`` and ``candidate_events``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.classifier = Classifier(self.model, self.tokenizer, device=self.device)
 
-    def _sanitize_parameters(self, query_timestamp=None, candidate=None, candidate_category=None, candidate_events=None, **kwargs):
+    def _sanitize_parameters(
+        self, query_timestamp=None, candidate=None, candidate_category=None, candidate_events=None, top_k="", **kwargs
+    ):
         preprocess = {"query_timestamp": int(query_timestamp)} if query_timestamp is not None else {}
         if candidate is not None:  # item-conversion / click models: the (user, candidate item) pair
             preprocess["candidates"] = [str(candidate)]
             preprocess["candidate_categories"] = None if candidate_category is None else [candidate_category]
             preprocess["candidate_events"] = None if candidate_events is None else [int(candidate_events)]
-        return preprocess, {}, {}
+        postprocess = {} if top_k == "" else {"top_k": top_k}  # "": the default (most likely label only)
+        return preprocess, {}, postprocess
 
     def preprocess(
         self, events: UserEvents | Sequence[Mapping[str, Any]], query_timestamp: int | None = None, **candidate_inputs: Any
@@ -144,14 +149,17 @@ class BehaviorClassificationPipeline(_BehaviorPipeline):
         return {**encoded.inputs, "encoded": encoded}
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
-        return {"probability": self.classifier._probabilities(model_inputs).cpu(), "encoded": model_inputs["encoded"]}
+        return {"probabilities": self.classifier.label_probabilities(model_inputs).cpu(), "encoded": model_inputs["encoded"]}
 
-    def postprocess(self, model_outputs):
-        return {
-            "label": self.classifier.label_name,
-            "score": float(model_outputs["probability"][0]),
-            "unknown_events": model_outputs["encoded"].unknown_events[0],
-        }
+    def postprocess(self, model_outputs, top_k: int | None | str = ""):
+        probabilities = model_outputs["probabilities"][0].tolist()
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        unknown = model_outputs["encoded"].unknown_events[0]
+        ranked = sorted(range(len(probabilities)), key=lambda k: -probabilities[k])
+        results = [{"label": str(id2label.get(k, k)), "score": float(probabilities[k]), "unknown_events": unknown} for k in ranked]
+        if top_k == "":
+            return results[0]
+        return results if top_k is None else results[: int(top_k)]
 
 
 PIPELINES = {

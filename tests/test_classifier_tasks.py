@@ -108,8 +108,9 @@ def test_raw_event_scoring_equals_the_evaluation_path(prepared, pretrained, tmp_
     row = test[0]
     extra = {} if task == "user-purchase" else {"candidate": row["candidate_item_id"], "candidate_category": row["candidate_category"],
                                                  "candidate_events": row["candidate_events"]}  # fmt: skip
-    result = classify(raw_events([row])[0], query_timestamp=row["cutoff"], **extra)
-    assert result["score"] == pytest.approx(evaluated[0], abs=1e-5)
+    result = classify(raw_events([row])[0], query_timestamp=row["cutoff"], top_k=None, **extra)
+    positive = model.config.id2label[1]
+    assert {r["label"]: r["score"] for r in result}[positive] == pytest.approx(evaluated[0], abs=1e-5)
     if task != "user-purchase":
         with pytest.raises(InvalidEventsError, match="pass candidates"):
             classifier.predict_proba(raw_events([row])[0], row["cutoff"])

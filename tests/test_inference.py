@@ -361,9 +361,15 @@ def test_recommendation_pipeline_in_process(folders, recommender, trust_remote_c
 
 def test_classification_pipeline_in_process(folders, classifier):
     predict = pipeline(CLASSIFICATION_TASK, model=str(folders[1]))
-    out = predict(EVENTS, query_timestamp=1_700_500_000)
-    assert out["label"] == "purchase" and out["unknown_events"] == 1
-    assert out["score"] == pytest.approx(classifier.predict_proba(EVENTS, query_timestamp=1_700_500_000), abs=1e-6)
+    probability = classifier.predict_proba(EVENTS, query_timestamp=1_700_500_000)
+    out = predict(EVENTS, query_timestamp=1_700_500_000)  # the most likely label, as transformers' pipelines
+    assert out["label"] == ("purchase" if probability >= 0.5 else "no_purchase") and out["unknown_events"] == 1
+    assert out["score"] == pytest.approx(max(probability, 1 - probability), abs=1e-6)
+    every = predict(EVENTS, query_timestamp=1_700_500_000, top_k=None)
+    assert sorted(r["label"] for r in every) == ["no_purchase", "purchase"]
+    assert every[0]["score"] >= every[1]["score"] and sum(r["score"] for r in every) == pytest.approx(1.0)
+    assert {r["label"]: r["score"] for r in every}["purchase"] == pytest.approx(probability, abs=1e-6)
+    assert predict(EVENTS, query_timestamp=1_700_500_000, top_k=1) == [every[0]]
 
 
 def _folder_with_pipeline_code(folders, tmp_path):
