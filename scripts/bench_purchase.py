@@ -23,7 +23,8 @@ of the pretrained model). Metrics: test ROC-AUC / PR-AUC / GAUC (per user and cu
 Brier / ECE before and after temperature scaling fitted on validation, bootstrap 95 % intervals,
 HR@10 among each user's click candidates, and held-out users' ROC-AUC.
 
-Writes one JSON line per (task, model, seed) to ``--output`` (replaced, not appended), a table
+Writes one JSON line per (task, model, seed) to ``--output`` (replaced, not appended), the pretrained models'
+next-item quality to ``<output stem>_pretraining.jsonl``, a table
 (``<work-dir>/table.md``, also on stderr), reliability diagrams ``<output dir>/purchase_taobao_reliability_<task>.png``
 and the pretrained models' next-item quality against popularity / Markov (``<work-dir>/pretraining.json``).
 
@@ -424,6 +425,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                           "global_step": r["global_step"], "wall_seconds": r["wall_seconds"]}
                    for name, r in pretraining.items()}  # fmt: skip
         (work / "pretraining.json").write_text(json.dumps(summary, indent=2) + "\n")
+        pretraining_lines = Path(args.output).with_name(Path(args.output).stem + "_pretraining.jsonl")
+        pretraining_lines.parent.mkdir(parents=True, exist_ok=True)
+        pretraining_lines.write_text("".join(json.dumps({"protocol": name, **values}) + "\n" for name, values in summary.items()))
         logger.info("pretraining (next item at the validation cutoff): %s", json.dumps(summary))
 
     runs = [(task, model, seed) for task in args.tasks for model in args.models if model in SEQBERT_MODELS for seed in args.seeds]

@@ -41,6 +41,7 @@ def test_bench_purchase_small_data_mode(tmp_path):
     for task in bench.TASKS:
         assert (output.parent / f"purchase_taobao_reliability_{task}.png").stat().st_size > 0
     pretraining = json.loads((tmp_path / "work" / "pretraining.json").read_text())
+    assert (output.parent / "purchase_pretraining.jsonl").exists()
     assert set(pretraining["daily"]["validation_ndcg@10"]) == {"seqbert", "popularity", "markov"}
     assert "Targets" in (tmp_path / "work" / "table.md").read_text()
     card = (tmp_path / "work" / "runs" / "click-seqbert_pretrained-0" / "README.md").read_text()
