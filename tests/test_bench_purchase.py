@@ -46,3 +46,8 @@ def test_bench_purchase_small_data_mode(tmp_path):
     assert "Targets" in (tmp_path / "work" / "table.md").read_text()
     card = (tmp_path / "work" / "runs" / "click-seqbert_pretrained-0" / "README.md").read_text()
     assert "## Comparison on the benchmark protocol" in card and "| **seqbert_pretrained** |" in card and "| lightgbm |" in card
+
+    # The pretraining-leak diagnostic reads the same work dir.
+    diagnostic = load_script("diag_pretraining_leak").main(["--work-dir", str(tmp_path / "work"), "--tasks", "click", "--seeds", "0"])
+    assert [line["features"] for line in diagnostic] == ["features", "features + pretrained"]
+    assert all(0 <= line["test_roc_auc"] <= 1 for line in diagnostic)
