@@ -84,7 +84,7 @@ class ShiftRobustScaler:
         return np.clip((x - self.mean) / self.std, -self.clip, self.clip)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON (for a model config): what :meth:`from_dict` and :func:`scale_features` need."""
+        """Plain JSON (for a model config): what :meth:`from_dict` and :func:`seqbert.inference.scale_tabular_features` need."""
         return {"names": list(self.names), "kept": [bool(k) for k in self.kept], "mean": self.mean.tolist(),
                 "std": self.std.tolist(), "low": self.low.tolist(), "high": self.high.tolist(), "clip": self.clip}  # fmt: skip
 
