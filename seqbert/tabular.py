@@ -284,16 +284,21 @@ def fit_tabular_baselines(
     seed: int = 0,
     utc_offset_seconds: int = 0,
     extra_features: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
+    precomputed: Mapping[str, tuple[np.ndarray, Sequence[str]]] | None = None,
 ) -> dict[str, TabularResult]:
     """The tabular baselines of labelled task splits (``train`` / ``validation`` / any others).
 
     Features: :func:`~seqbert.data.features.labelled_features` of each split (the catalog statistics of
-    ``sequences`` strictly before each row's cutoff), plus ``extra_features`` per split (for example
-    :func:`seqbert.embedding_features.pretrained_features`), then :func:`fit_on_features`.
+    ``sequences`` strictly before each row's cutoff; ``precomputed`` when the caller already has them), plus
+    ``extra_features`` per split (for example :func:`seqbert.embedding_features.pretrained_features`), then
+    :func:`fit_on_features`.
     """
     features, labels, names = {}, {}, []
     for split, rows in labelled.items():
-        features[split], names = labelled_features(sequences, rows, utc_offset_seconds=utc_offset_seconds)
+        if precomputed is not None:
+            features[split], names = precomputed[split][0], list(precomputed[split][1])
+        else:
+            features[split], names = labelled_features(sequences, rows, utc_offset_seconds=utc_offset_seconds)
         labels[split] = np.asarray(rows["label"])
         if extra_features is not None:
             features[split] = np.concatenate([features[split], np.asarray(extra_features[split][0], dtype=np.float32)], axis=1)

@@ -81,14 +81,16 @@ def prepared(tmp_path_factory) -> Path:
     return prepare_synthetic_temporal(tmp_path_factory.mktemp("tabular"), num_users=200, seed=7)
 
 
-def test_finetune_and_benchmark_share_one_baseline_path(prepared, tmp_path):
+@pytest.mark.parametrize("head_features", [[], ["--tabular_features"]])
+def test_finetune_and_benchmark_share_one_baseline_path(prepared, tmp_path, head_features):
     """`seqbert finetune`'s baselines are the benchmark's: the same rows, features and models give the same
-    probabilities (predictions.npz keeps the finetune run's)."""
+    probabilities (predictions.npz keeps the finetune run's), also when the features computed for the model's
+    head are reused for the baselines."""
     output = tmp_path / "click"
     summary = finetune.main([
         "--data_dir", str(prepared), "--output_dir", str(output), "--task", "click", "--max_steps", "2",
         "--max_length", "16", "--per_device_batch_size", "32", "--bootstrap_resamples", "20", "--report_to", "jsonl",
-        "--num_train_cutoffs", "2", "--seed", "0", *TINY,
+        "--num_train_cutoffs", "2", "--seed", "0", *head_features, *TINY,
     ])  # fmt: skip
     saved = np.load(output / "predictions.npz")
     data = PreparedData.load(prepared)

@@ -419,12 +419,6 @@ def tabular_inputs(model_config, sequences: Dataset | None, rows: Dataset) -> np
     return ShiftRobustScaler.from_dict(state).transform(raw)
 
 
-def task_feature_sets(data: PreparedData, labelled: Mapping[str, Dataset], utc_offset_seconds: int = 0) -> dict[str, np.ndarray]:
-    """Tabular features of each labelled set (:func:`~seqbert.data.features.labelled_features`: catalog
-    statistics taken at each row's own cutoff)."""
-    return {name: labelled_features(data.sequences, rows, utc_offset_seconds=utc_offset_seconds)[0] for name, rows in labelled.items()}
-
-
 def candidate_rows_from_events(
     histories: Sequence[Sequence[Mapping[str, Any]]],
     candidates: Sequence[str],
@@ -665,8 +659,9 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("query gap capped at %d s (longest training gap); rows capped per split: %s", max_query_gap, capped)
 
     config_options = dict(candidate_inputs)
+    offset = int(ft_args.utc_offset_hours * 3600)
+    raw = None  # the labelled features, computed once for the head (--tabular_features) and the baselines
     if ft_args.tabular_features:
-        offset = int(ft_args.utc_offset_hours * 3600)
         raw = {name: labelled_features(data.sequences, rows, utc_offset_seconds=offset) for name, rows in labelled.items()}
         scaler = ShiftRobustScaler().fit(raw["train"][0], raw["train"][1])
         encoded = {name: with_tabular_features(encoded[name], scaler.transform(raw[name][0])) for name in encoded}
@@ -765,8 +760,7 @@ def main(argv: list[str] | None = None) -> dict:
     baselines = {}
     if ft_args.tabular_baseline:
         baselines = fit_tabular_baselines(
-            data.sequences, labelled, ft_args.tabular_models, seed=args.seed,
-            utc_offset_seconds=int(ft_args.utc_offset_hours * 3600),
+            data.sequences, labelled, ft_args.tabular_models, seed=args.seed, utc_offset_seconds=offset, precomputed=raw
         )  # fmt: skip
         for name, baseline in baselines.items():
             for split in ("validation", "test"):
@@ -877,7 +871,6 @@ __all__ = [
     "split_cutoffs",
     "tabular_inputs",
     "task_cutoffs",
-    "task_feature_sets",
     "with_tabular_features",
 ]
 
