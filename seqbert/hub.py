@@ -186,6 +186,7 @@ def render_model_card(folder: str | Path, *, kind: str, context: Mapping[str, An
         **_data_tables(context.get("data_stats")),
         "split_rows": _kv_rows(context.get("split_protocol")),
         "training_rows": _kv_rows(context.get("training_args")),
+        **_recipe_tables(context.get("recipe"), context.get("schedule")),
         "evaluation_notes": context.get("evaluation_notes")
         or (_RANKING_NOTES if kind == "pretrained" else _CLASSIFIER_NOTES),
         **_results_table(rows, model_name),
@@ -343,6 +344,23 @@ def _data_tables(stats: Mapping[str, Any] | None) -> dict[str, Any]:
         for name, count in per_type.items()
     ]
     return {"data_rows": data_rows, "events_per_type_rows": per_type_rows, "data_tables": data_tables}
+
+
+def _recipe_tables(recipe: Mapping[str, Any] | None, schedule: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Rows of the "Recipe" section: each choice with its reason, the statistics it used, the schedule."""
+    recipe = recipe or {}
+    overridden = set(recipe.get("overridden_by_flags") or ())
+    rows = [
+        (name, _cell(value), "set on the command line" if name in overridden else recipe.get("reasons", {}).get(name, ""))
+        for name, value in (recipe.get("options") or {}).items()
+    ]
+    statistics = _kv_rows(recipe.get("statistics"), thousands=True)
+    return {
+        "recipe_name": recipe.get("name"),
+        "recipe_rows": rows,
+        "recipe_statistics_rows": statistics,
+        "schedule_reason": (schedule or {}).get("reason"),
+    }
 
 
 def _results_table(rows: Sequence[Mapping[str, Any]], model_name: str) -> dict[str, Any]:

@@ -151,16 +151,59 @@ def _encoded_columns(encoding: Any) -> dict[str, pa.Array]:
     return {name: encoding[name] for name in ("input_ids", "behavior_ids", "time_ids", "attention_mask")}
 
 
+def window_bounds(lengths: np.ndarray, size: int, stride: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training windows over sequences of ``lengths`` events: (row, start, stop) of each window.
+
+    A sequence of at most ``size`` events is one window. A longer one yields its most recent ``size`` events
+    and, with a ``stride``, further windows ending ``stride``, ``2 * stride``, ... events earlier, the last one
+    at the sequence's start, so every event is inside a window (and, with ``stride < size``, every event but
+    the sequence's first is a left-to-right target in one). Windows are listed most recent first, per row.
+    """
+    if size < 1 or (stride is not None and stride < 1):
+        raise ValueError(f"window size and stride must be positive, got {size} and {stride}.")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    extra = np.zeros_like(lengths) if stride is None else np.where(lengths > size, -(-(lengths - size) // stride), 0)
+    counts = 1 + extra
+    rows = np.repeat(np.arange(len(lengths)), counts)
+    index = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)  # 0 = the most recent window
+    stops = np.maximum(lengths[rows] - index * (stride or 0), np.minimum(lengths[rows], size))
+    return rows, np.maximum(stops - size, 0), stops
+
+
+def sliding_windows(table: pa.Table, size: int, stride: int | None) -> pa.Table:
+    """Every list column of ``table`` (one value per event, equal lengths per row) cut into the windows of
+    :func:`window_bounds`; one output row per window. ``stride=None`` keeps the most recent ``size`` events."""
+    first = table.column(0).combine_chunks()
+    offsets = first.offsets.to_numpy().astype(np.int64)
+    rows, starts, stops = window_bounds(np.diff(offsets), size, stride)
+    widths = stops - starts
+    new_offsets = np.concatenate([[0], np.cumsum(widths)])
+    positions = np.arange(new_offsets[-1]) + np.repeat(offsets[rows] + starts - new_offsets[:-1], widths)
+    take = pa.array(positions)
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        values = column.values.take(take)
+        columns[name] = pa.ListArray.from_arrays(pa.array(new_offsets, pa.int32()), values)
+    return pa.table(columns)
+
+
 def encode_for_pretraining(
     dataset: Dataset,
     tokenizer: BehaviorTokenizer,
     max_length: int,
     *,
+    window_stride: int | None = None,
     threads: int | None = None,
     cache_file: str | Path | None = None,
 ) -> Dataset:
-    """Training rows → unpadded id streams (most recent ``max_length`` events), rows without any
-    known item removed (they carry no learnable label), and a ``row_id`` column.
+    """Training rows → unpadded id streams of at most ``max_length`` events, rows without any known item
+    removed (they carry no learnable label), and a ``row_id`` column.
+
+    Without ``window_stride`` each user gives one row, their most recent ``max_length`` events. With it, a
+    longer sequence gives several rows, windows ``window_stride`` events apart (:func:`window_bounds`), so
+    every event of a long history trains. Windows are cut after encoding, so the first event of an older
+    window keeps its time gap to the event before it, as the left-truncated row does.
 
     Vectorised over Arrow columns in chunks of ~1M events (no Python objects per row or event), in
     ``threads`` threads (default: the CPU count, at most 4). With ``cache_file`` the result is
@@ -169,18 +212,21 @@ def encode_for_pretraining(
     special = tokenizer.num_special_tokens
 
     def encode(chunk: pa.Table) -> pa.Table:
+        longest = int(pc.max(pc.list_value_length(chunk.column("item_ids"))).as_py() or 1)
         encoded = tokenizer.encode_sequences(
             chunk.column("item_ids"), chunk.column("event_types"), chunk.column("timestamps"),
-            max_length=max_length, return_arrow=True,
+            max_length=max(longest, 1), return_arrow=True,
         )  # fmt: skip
-        ids = encoded["input_ids"]
-        known = np.concatenate([[0], np.cumsum(ids.flatten().to_numpy(zero_copy_only=False) >= special)])
-        offsets = ids.offsets.to_numpy() - ids.offsets[0].as_py()
+        table = sliding_windows(pa.table(_encoded_columns(encoded)), max_length, window_stride)
+        ids = table.column("input_ids").combine_chunks()
+        known = np.concatenate([[0], np.cumsum(ids.values.to_numpy(zero_copy_only=False) >= special)])
+        offsets = ids.offsets.to_numpy()
         has_known = known[offsets[1:]] > known[offsets[:-1]]
-        table = pa.table(_encoded_columns(encoded))
         return table if has_known.all() else table.filter(pa.array(has_known))
 
-    fingerprint = _fingerprint(dataset, "seqbert.encode_for_pretraining", tokenizer, max_length=max_length)
+    fingerprint = _fingerprint(
+        dataset, "seqbert.encode_for_pretraining", tokenizer, max_length=max_length, window_stride=window_stride
+    )
     # A stable row id lets the masking collator seed each batch from its content (exact resume).
     return _collect(_encode_chunks(_arrow_rows(dataset), encode, threads), fingerprint, cache_file, row_ids=True)
 
@@ -227,4 +273,7 @@ def encode_for_classification(
     return _collect(_encode_chunks(_arrow_rows(dataset), encode, threads), fingerprint, None)
 
 
-__all__ = ["PreparedData", "encode_for_classification", "encode_for_next_item", "encode_for_pretraining"]
+__all__ = [
+    "PreparedData", "encode_for_classification", "encode_for_next_item", "encode_for_pretraining", "sliding_windows",
+    "window_bounds",
+]

@@ -1,6 +1,7 @@
-"""scripts/bench_nextitem.py end to end on a tiny log in the S3-Rec format: prepare, train both models
-through the public training entry point, rank them and the baselines with the same evaluator, print
-one JSON line per run, plot; then re-score the saved folders with another next-item query."""
+"""scripts/bench_nextitem.py end to end on two tiny datasets in one command (a shared set's name and a CSV with
+its own column names): prepare, train both models through the public training entry point with the auto
+recipe, rank them and the baselines with the same evaluator, write the JSON lines, one table and a plot per
+dataset; then re-score the saved folders with another next-item query."""
 
 from __future__ import annotations
 
@@ -30,50 +31,81 @@ def write_s3rec_log(folder: Path, num_users: int = 90, num_items: int = 40) -> P
     return log
 
 
-def bench(log: Path, work: Path, *options: str) -> list[dict]:
+def write_renamed_csv(folder: Path, num_users: int = 60, num_items: int = 30) -> Path:
+    """A CSV log whose columns are not seqbert's names (uid, sku, action, ts)."""
+    rng = random.Random(1)
+    rows = ["uid,sku,action,ts"]
+    for user in range(num_users):
+        item = rng.randrange(num_items)
+        for step in range(rng.randint(5, 8)):
+            item = (item + rng.choice((1, 2))) % num_items
+            rows.append(f"u{user},i{item},view,{1_600_000_000 + 60 * step}")
+    path = folder / "Shop.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def bench(work: Path, datasets: list[str], shared: Path, *options: str) -> tuple[list[dict], str]:
     command = [
-        sys.executable, str(SCRIPT), str(log), "--dataset-format", "amazon_s3rec", "--work-dir", str(work),
+        sys.executable, str(SCRIPT), *datasets, "--shared-data", str(shared), "--work-dir", str(work),
+        "--column", "user_id=uid", "--column", "item_id=sku", "--column", "event_type=action", "--column", "timestamp=ts",
         "--seeds", "0", "--max-epochs", "2", "--time-budget-minutes", "2", "--batch-size", "32", "--max-length", "12",
         "--bootstrap", "30", "--sampled-negatives", "5", "--threads-per-run", "1", *options,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for name in ("lastfm", "shop") for line in (work / name / "results.jsonl").read_text().splitlines()]
+    return records, result.stdout
 
 
 def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
-    log = write_s3rec_log(tmp_path)
+    shared = tmp_path / "shared"
+    (shared / "s3rec_lastfm_yelp").mkdir(parents=True)
+    tiny = write_s3rec_log(tmp_path)  # stands in for the shared LastFM file
+    for name in ("LastFM.txt", "LastFM_item2attributes.json"):
+        (shared / "s3rec_lastfm_yelp" / name).write_bytes((tmp_path / name.replace("LastFM", "Tiny")).read_bytes())
+    assert tiny.exists()
+    csv = write_renamed_csv(tmp_path)
     work = tmp_path / "work"
-    extra = "--extra-train-args=--item_categories"  # for both models (the attributes file gives a brand per item)
-    records = bench(log, work, "--models", "seqbert", "seqbert-causal", extra)
+    records, table = bench(work, ["lastfm", str(csv)], shared, "--models", "seqbert", "seqbert-causal")
 
-    runs = {record["model"]: record for record in records if not record.get("aggregate")}
-    assert set(runs) == {"popularity", "markov", "seqbert", "seqbert-causal"}
+    runs = {(record["dataset"], record["model"]): record for record in records if not record.get("aggregate")}
+    assert set(runs) == {(d, m) for d in ("lastfm", "shop") for m in ("popularity", "markov", "seqbert", "seqbert-causal")}
     for record in runs.values():
         assert record["protocol"].startswith("leave-one-out; full ranking")
-        assert record["eval_users"] == 90
+        assert record["eval_users"] == (90 if record["dataset"] == "lastfm" else 60)
         for key in METRICS:
             assert 0.0 <= record["test"][key] <= 1.0, (record["model"], key)
             assert 0.0 <= record["test_history_removed"][key] <= 1.0
         low, high = record["test_ci95"]["ndcg@10"]
         assert low <= record["test"]["ndcg@10"] <= high
         assert "test_sampled_5_popularity_negatives" in record
-    seqbert = runs["seqbert"]
-    assert seqbert["recipe"].endswith(
-        "--next_item_loss_weight 4.0 --next_item_query causal --repeat_bias_buckets 8 --item_categories"
-    )
-    assert seqbert["next_item_query"] == "causal" and 1 <= seqbert["epochs"] <= 2 and seqbert["max_epochs"] == 2
-    assert {record["model"] for record in records if record.get("aggregate")} == {"seqbert", "seqbert-causal"}
-    assert (work / "validation_ndcg_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    seqbert = runs["lastfm", "seqbert"]
+    assert seqbert["recipe"] == "--recipe auto"
+    assert seqbert["recipe_options"]["item_categories"] is True  # the attributes file gives a category per item
+    assert "item_categories" not in runs["shop", "seqbert"]["recipe_options"]  # the CSV has none
+    assert seqbert["next_item_query"] == "causal" and 1 <= seqbert["epochs"] <= 2
+    assert seqbert["stopped_because"].startswith("schedule complete (--num_epochs 2)")
+    for dataset in ("lastfm", "shop"):
+        assert {r["model"] for r in records if r.get("aggregate") and r["dataset"] == dataset} == {"seqbert", "seqbert-causal"}
+        assert (work / dataset / "validation_ndcg_vs_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for model in ("seqbert", "seqbert-causal"):  # the recipe's repeat-aware term is in the saved architecture
-        assert json.loads((work / "models" / f"{model}-seed0" / "config.json").read_text())["repeat_bias_buckets"] == 8
+        config = json.loads((work / "lastfm" / "models" / f"{model}-seed0" / "config.json").read_text())
+        assert config["repeat_bias_buckets"] == 8 and config["attention_type"] == model.removeprefix("seqbert-").replace("seqbert", "bidirectional")
+
+    # One summary line per (dataset, model, seed), the keys of benchmarks/nextitem_datasets.jsonl; one table.
+    lines = [json.loads(line) for line in (work / "summary.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 and set(lines[0]) == {"dataset", "model", "seed", "test_ndcg@10", "test_hr@10", "train_seconds"}
+    assert {line["model"] for line in lines} == {"seqbert", "seqbert_causal", "markov", "popularity"}
+    assert "| dataset | popularity | markov | seqbert | seqbert_causal |" in table
+    assert "| lastfm |" in table and "| shop |" in table
 
     # Re-scoring the saved folder: with its own query (causal) the recomputed validation is the training loop's
     # exactly (same rows, ranking and users); with the [MASK] query the test metrics change.
     rescored = {}
     for query in ("causal", "mask"):
-        lines = bench(log, work, "--models", "seqbert", "--skip-training", "--next-item-query", query, extra)
-        (rescored[query],) = [record for record in lines if record["model"] == "seqbert" and not record.get("aggregate")]
+        lines, _ = bench(work, ["lastfm", str(csv)], shared, "--models", "seqbert", "--skip-training", "--next-item-query", query)
+        rescored[query] = next(r for r in lines if r["model"] == "seqbert" and r["dataset"] == "lastfm" and not r.get("aggregate"))
         assert rescored[query]["next_item_query"] == query
         assert rescored[query]["validation_ndcg@10_training_query"] == seqbert["validation_ndcg@10"]
     assert abs(rescored["causal"]["validation_ndcg@10"] - seqbert["validation_ndcg@10"]) < 1e-9

@@ -20,7 +20,17 @@ class TrainingArguments:
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/norms)."})
-    num_epochs: int = field(default=50, metadata={"help": "Maximum passes over the training split."})
+    num_epochs: int | None = field(
+        default=None,
+        metadata={"help": "Passes over the training rows (the learning-rate schedule spans them). Default: pretraining "
+                  "sizes the schedule by the data (8 epochs, or more to reach --min_train_steps optimizer steps; see "
+                  "seqbert.training.schedule); fine-tuning trains up to 50 epochs. Early stopping guards both."},
+    )
+    min_train_steps: int = field(
+        default=600,
+        metadata={"help": "Pretraining without --num_epochs: train at least this many optimizer steps (more epochs "
+                  "when the data is small: 8 epochs of 1,000 users are ~32 steps)."},
+    )
     max_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps."})
     time_budget_minutes: float | None = field(
         default=None, metadata={"help": "Stop training after this much wall time (evaluation included)."}
@@ -54,7 +64,11 @@ class TrainingArguments:
                   "max-autotune-no-cudagraphs). Default: torch's default."},
     )
     seed: int = field(default=42, metadata={"help": "Seed for initialisation, shuffling and masking."})
-    eval_every_epochs: int = field(default=1, metadata={"help": "Validate every N epochs (and at the end)."})
+    eval_every_epochs: int | None = field(
+        default=None,
+        metadata={"help": "Validate every N epochs (and at the end). Default: every epoch, or every few epochs when "
+                  "epochs are shorter than 20 optimizer steps (about one validation per 20 steps)."},
+    )
     early_stopping_patience: int | None = field(
         default=10, metadata={"help": "Stop after N validations without improvement (None: never)."}
     )
@@ -204,6 +218,20 @@ class PretrainArguments:
         default=None,
         metadata={"help": "Peak TFLOP/s of one device, for the model FLOPs utilisation (mfu) in results.json. Default: "
                   "the dense bf16 peak of a known GPU (H100/H200 989, A100 312, ...); none on CPU (mfu then null)."},
+    )
+    recipe: str | None = field(
+        default=None,
+        metadata={"help": "auto: fill every option the command line does not set from the auto recipe "
+                  "(seqbert.training.recipes: the measured Beauty recipe, with batch size, loss, windows and schedule "
+                  "sized from the prepared data's statistics). The choices, their reasons and the statistics are "
+                  "recorded in results.json and the model card. Default: none (each option's own default)."},
+    )
+    window_stride: int | None = field(
+        default=None,
+        metadata={"help": "Histories longer than --max_length train as several windows of --max_length events, this "
+                  "many events apart (the most recent window always, the oldest at the history's start), so every "
+                  "event is a Cloze and left-to-right target in every epoch. Default: max_length // 2. 0: one row "
+                  "per user, the most recent --max_length events. Validation and test rows are unchanged."},
     )
     behavior_loss_weight: float = field(default=0.1, metadata={"help": "Weight of the event-type loss."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the item loss."})

@@ -30,6 +30,7 @@ from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from .arguments import TrainingArguments
+from .schedule import TrainingSchedule, training_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +292,7 @@ def train(
     metric_name: str,
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]],
     run_config: dict[str, Any] | None = None,
+    schedule: TrainingSchedule | None = None,
 ) -> TrainingState:
     """Train ``model`` (not yet prepared) and leave the best validation weights loaded in it.
 
@@ -299,23 +301,39 @@ def train(
     ``loss_fn(model, batch)`` returns the loss and scalars to log (floats or detached tensors; tensors
     are read only at logging steps, so the loop does not synchronise with the device every step).
     ``run_config`` is recorded with the arguments in the trackers' configuration (``logs/config.json``).
+    ``schedule`` sets the run's length (default: ``args.num_epochs`` / ``args.max_steps``, else 50 epochs).
     """
     optimizer = make_optimizer(model, args)
-    updates_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes / args.gradient_accumulation_steps)
-    total_steps = args.max_steps or args.num_epochs * updates_per_epoch
+    schedule = schedule or training_schedule(
+        len(train_loader), num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, num_epochs=args.num_epochs,
+        max_steps=args.max_steps, eval_every_epochs=args.eval_every_epochs,
+    )  # fmt: skip
+    total_steps = schedule.total_steps
+    logger.info("schedule: %s (%d optimizer steps, validation every %d epoch(s))", schedule.reason, total_steps,
+                schedule.eval_every_epochs)  # fmt: skip
     state = TrainingState()
     clock = {"started": time.monotonic()}
     budget_seconds = args.time_budget_minutes * 60 if args.time_budget_minutes else None
 
-    def progress_fraction() -> float:
-        """Share of training done: by steps, or by wall time when a budget would end training first."""
-        by_steps = state.global_step / max(total_steps, 1)
+    def progress_fraction(steps_done: float) -> float:
+        """Share of training done after ``steps_done`` optimizer steps: by steps, or by wall time when the
+        budget would end training first (only then does the learning rate depend on the clock)."""
+        by_steps = steps_done / max(total_steps, 1)
         if budget_seconds is None:
             return by_steps
         return max(by_steps, (time.monotonic() - clock["started"]) / budget_seconds)
 
+    # The scheduler steps right after each optimizer step, before state.global_step counts it, so the step count
+    # comes from the scheduler itself (Accelerate steps it once per process per optimizer step). Reading
+    # state.global_step there was one step behind: after the first step the step fraction was 0, the wall clock
+    # decided the second step's learning rate, and two identical runs diverged.
+    processes = accelerator.num_processes
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda _: learning_rate_factor(progress_fraction(), args.warmup_ratio, args.lr_scheduler)
+        optimizer,
+        lambda scheduler_steps: learning_rate_factor(
+            progress_fraction(scheduler_steps / processes), args.warmup_ratio, args.lr_scheduler
+        ),
     )
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if args.torch_compile and not is_compiled_module(model):
@@ -333,7 +351,7 @@ def train(
         accelerator.project_configuration.iteration = max(existing, default=-1) + 1
         logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, state.global_step, state.epoch)
     resumed_rng_state = torch.get_rng_state() if state.batches_done_in_epoch else None
-    tracked = {**vars(args), **(run_config or {})}
+    tracked = {**vars(args), **(run_config or {}), "schedule": schedule.reason}
     accelerator.init_trackers("seqbert", config={k: v for k, v in tracked.items() if v is not None})
 
     progress = tqdm(
@@ -390,7 +408,7 @@ def train(
         return patience is not None and state.evaluations_without_improvement >= patience
 
     model.train()
-    while not stop and state.epoch < args.num_epochs:
+    while not stop and state.epoch < schedule.num_epochs:
         train_loader.set_epoch(state.epoch)
         if hasattr(train_loader.collate_fn, "set_epoch"):
             train_loader.collate_fn.set_epoch(state.epoch)
@@ -450,7 +468,7 @@ def train(
         if not stop or state.batches_done_in_epoch >= len(train_loader):
             state.epoch += 1
             state.batches_done_in_epoch = 0
-        if stop or state.epoch % args.eval_every_epochs == 0:
+        if stop or state.epoch % schedule.eval_every_epochs == 0:
             if run_evaluation():
                 break
     progress.close()

@@ -13,11 +13,13 @@ import logging
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from datasets import load_from_disk
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
 
@@ -33,22 +35,48 @@ from ..configuration_seqbert import SeqBertConfig
 from ..evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer, sample_users
 from ..metrics.functional import ranking_metrics
 from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
-from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining
+from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining, window_bounds
 from .arguments import ModelArguments, PretrainArguments, TrainingArguments
 from .flops import FlopsCounter, peak_tflops_of
 from .loop import TrainingState, make_accelerator, train
 from .outputs import write_model_folder
+from .recipes import MAX_LENGTH, Recipe, auto_recipe, recipe_arguments
 from .sampling import sorted_by_length, training_dataloader
+from .schedule import training_schedule
 
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[TrainingArguments, ModelArguments, PretrainArguments]:
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[TrainingArguments, ModelArguments, PretrainArguments, Recipe | None]:
+    """The options, with ``--recipe auto``'s choices filled in wherever the command line does not set them."""
     parser = HfArgumentParser(
         (TrainingArguments, ModelArguments, PretrainArguments),
         description="Pretrain SeqBERT with masked-behavior modeling (BERT4Rec Cloze) on prepared data.",
     )
-    return parser.parse_args_into_dataclasses(args=argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, model_args, pre_args = parser.parse_args_into_dataclasses(args=argv)
+    if pre_args.recipe is None:
+        return args, model_args, pre_args, None
+    if pre_args.recipe != "auto":
+        raise ValueError(f"--recipe must be `auto`, got {pre_args.recipe!r}.")
+    recipe = auto_recipe_for(args.data_dir)
+    args, model_args, pre_args = parser.parse_args_into_dataclasses(args=recipe_arguments(recipe, argv))
+    return args, model_args, pre_args, recipe
+
+
+def auto_recipe_for(data_dir: str) -> Recipe:
+    """``--recipe auto`` for a prepared-data folder: its statistics and the exact count of training windows."""
+    folder = Path(data_dir)
+    if not (folder / "statistics.json").exists():
+        raise FileNotFoundError(f"--recipe auto reads {folder / 'statistics.json'}; prepare the data with `seqbert prepare`.")
+    statistics = json.loads((folder / "statistics.json").read_text())
+    train = load_from_disk(str(folder / "dataset"))["train"].with_format("arrow")
+    lengths = pc.list_value_length(train["item_ids"]).to_numpy(zero_copy_only=False)
+    rows, _, _ = window_bounds(lengths, MAX_LENGTH, MAX_LENGTH // 2)
+    has_categories = "categories" in train.column_names and pc.count(pc.list_flatten(train["categories"])).as_py() > 0
+    return auto_recipe(statistics, window_rows=len(rows), has_categories=has_categories)
 
 
 def item_category_table(
@@ -220,6 +248,32 @@ def evaluation_splits(data: PreparedData, pre_args: PretrainArguments) -> tuple[
 LABEL_WEIGHTINGS = ("batch", "dataset")
 
 
+BASE_EPOCHS = 8
+"""Epochs of a data-sized pretraining schedule when they already give --min_train_steps steps (the Beauty recipe's
+count: both next-item recipes peak on validation within 8 epochs there, and longer cosine schedules overfit)."""
+
+
+def window_stride(args: TrainingArguments, pre_args: PretrainArguments) -> int | None:
+    """Stride of the training windows over long histories (None: one row per user)."""
+    if pre_args.window_stride is None:
+        return max(1, args.max_length // 2)
+    if pre_args.window_stride < 0:
+        raise ValueError(f"--window_stride must be >= 0, got {pre_args.window_stride}.")
+    return pre_args.window_stride or None
+
+
+def stop_reason(state: TrainingState, schedule, args: TrainingArguments) -> str:
+    """Why training ended: the schedule's last step, early stopping or the time budget (for the benchmark's report)."""
+    if state.global_step >= schedule.total_steps:
+        return f"schedule complete ({schedule.reason})"
+    patience = args.early_stopping_patience
+    if patience is not None and state.evaluations_without_improvement >= patience:
+        return f"early stopping ({patience} validations without improvement, best at step {state.best_step})"
+    if args.time_budget_minutes is not None and state.elapsed_seconds >= args.time_budget_minutes * 60:
+        return f"time budget ({args.time_budget_minutes} min)"
+    return "stopped early"
+
+
 def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
     """Cloze masking for the bidirectional model (plus the unmasked rows' next-item targets with
     --next_item_loss_weight), shifted next-item targets for the causal one."""
@@ -242,7 +296,7 @@ def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args, model_args, pre_args = parse_args(argv)
+    args, model_args, pre_args, recipe = parse_args(argv)
     if pre_args.item_category_separator and not pre_args.item_categories:
         raise ValueError("--item_category_separator applies with --item_categories only.")
     if pre_args.max_categories_per_item < 1:
@@ -252,13 +306,17 @@ def main(argv: list[str] | None = None) -> dict:
                          "counts Cloze labels).")
     accelerator = make_accelerator(args)
     logger.info("processes=%d device=%s mixed_precision=%s", accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
+    if recipe is not None:
+        logger.info("recipe auto: %s", {k: v for k, v in recipe.options.items() if k not in recipe.overridden})
     data = PreparedData.load(args.data_dir)
     tokenizer = data.tokenizer
     eval_splits, user_sampling = evaluation_splits(data, pre_args)
     for key, value in user_sampling.items():
         logger.info("%s: %s", key, value)
     with accelerator.main_process_first():
-        train_rows = encode_for_pretraining(data.splits["train"], tokenizer, args.max_length)
+        train_rows = encode_for_pretraining(
+            data.splits["train"], tokenizer, args.max_length, window_stride=window_stride(args, pre_args)
+        )
         # Sorted by length: evaluation batches then pad little (the metrics are means over users).
         eval_rows = {
             name: sorted_by_length(encode_for_next_item(split, tokenizer, args.max_length)) for name, split in eval_splits.items()
@@ -315,7 +373,13 @@ def main(argv: list[str] | None = None) -> dict:
         # Batch mean -> sum / expected count: every labelled position weighs the same, whatever its batch.
         return outputs.loss * (batch["labels"] != -100).sum() / labels_per_batch, scalars
 
+    schedule = training_schedule(
+        len(train_loader), num_processes=accelerator.num_processes,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, num_epochs=args.num_epochs, max_steps=args.max_steps,
+        eval_every_epochs=args.eval_every_epochs, base_epochs=BASE_EPOCHS, min_steps=args.min_train_steps,
+    )  # fmt: skip
     state = train(
+        schedule=schedule,
         accelerator=accelerator,
         model=model,
         train_loader=train_loader,
@@ -353,6 +417,11 @@ def main(argv: list[str] | None = None) -> dict:
         **utilisation(flops, state, accelerator.device, pre_args.peak_tflops),
         "final_evaluation_seconds": round(final_evaluation_seconds, 2),
         "train_sequences": train_rows.num_rows,
+        "train_users": data.splits["train"].num_rows,
+        "window_stride": window_stride(args, pre_args),
+        "schedule": schedule.to_dict(),
+        "stopped_because": stop_reason(state, schedule, args),
+        "recipe": recipe.to_dict() if recipe else None,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ranking": "full catalog, pessimistic ties, history items not removed",
         **user_sampling,
@@ -362,6 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_model_folder(
             accelerator, model, tokenizer, args=args, data=data, summary=summary, kind="pretrained",
             extra_args={**vars(model_args), **vars(pre_args)},
+            card_context={"recipe": recipe.to_dict() if recipe else None, "schedule": schedule.to_dict()},
         )
         logger.info("test metrics: %s", json.dumps(results["test"]))
     accelerator.wait_for_everyone()
