@@ -186,7 +186,7 @@ def render_model_card(folder: str | Path, *, kind: str, context: Mapping[str, An
         **_data_tables(context.get("data_stats")),
         "split_rows": _kv_rows(context.get("split_protocol")),
         "training_rows": _kv_rows(context.get("training_args")),
-        **_recipe_tables(context.get("recipe"), context.get("schedule")),
+        **_recipe_tables(context.get("recipe"), context.get("schedule"), context.get("training_args")),
         "evaluation_notes": context.get("evaluation_notes")
         or (_RANKING_NOTES if kind == "pretrained" else _CLASSIFIER_NOTES),
         **_results_table(rows, model_name),
@@ -346,14 +346,19 @@ def _data_tables(stats: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"data_rows": data_rows, "events_per_type_rows": per_type_rows, "data_tables": data_tables}
 
 
-def _recipe_tables(recipe: Mapping[str, Any] | None, schedule: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Rows of the "Recipe" section: each choice with its reason, the statistics it used, the schedule."""
-    recipe = recipe or {}
+def _recipe_tables(
+    recipe: Mapping[str, Any] | None, schedule: Mapping[str, Any] | None, used: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Rows of the "Recipe" section: each option with the value used and why (the recipe's reason, or the command
+    line's override with the recipe's own choice), the statistics it used, the schedule."""
+    recipe, used = recipe or {}, used or {}
     overridden = set(recipe.get("overridden_by_flags") or ())
-    rows = [
-        (name, _cell(value), "set on the command line" if name in overridden else recipe.get("reasons", {}).get(name, ""))
-        for name, value in (recipe.get("options") or {}).items()
-    ]
+    rows = []
+    for name, value in (recipe.get("options") or {}).items():
+        if name in overridden:
+            rows.append((name, _cell(used.get(name)), f"set on the command line (the recipe's choice: {_cell(value)})"))
+        else:
+            rows.append((name, _cell(value), recipe.get("reasons", {}).get(name, "")))
     statistics = _kv_rows(recipe.get("statistics"), thousands=True)
     return {
         "recipe_name": recipe.get("name"),

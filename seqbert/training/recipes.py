@@ -83,12 +83,10 @@ def auto_recipe(statistics: Mapping[str, Any], window_rows: int | None = None, h
     reasons = {key: "fixed: the recipe measured on Amazon Beauty" for key in BASE_RECIPE}
 
     options["max_length"] = MAX_LENGTH
-    options["window_stride"] = stride
     reasons["max_length"] = (
         f"{MAX_LENGTH} events of context (train length p50 {lengths.get('p50', 0):.0f}, p95 {lengths.get('p95', 0):.0f}); "
-        "longer histories train as windows rather than a longer context"
+        "longer histories train as windows max_length // 2 events apart (--window_stride), so every event is a target"
     )
-    reasons["window_stride"] = f"windows {stride} events apart: every event of a long history is a target each epoch"
 
     batch = int(min(256, max(64, _power_of_two_at_most(window_rows / TARGET_STEPS_PER_EPOCH))))
     options["per_device_batch_size"] = batch
