@@ -37,17 +37,17 @@ from pathlib import Path
 
 import numpy as np
 
+from seqbert.training.arguments import RECIPES_DIR
+
 logger = logging.getLogger("bench_nextitem")
 
-# The models: "seqbert" is the bidirectional masked-behavior model of the auto recipe (BERT4Rec-style Cloze plus
-# 4 x the auxiliary left-to-right loss of the same weights, queried through that left-to-right pass, repeat-aware
-# scoring); "seqbert-causal" the same recipe left-to-right only, with a next-item loss at every position
-# (SASRec-style, the strong baseline the literature recommends). Everything else is the auto recipe's choice
-# for the data (recorded in each model folder's results.json and card).
-RECIPES: dict[str, list[str]] = {
-    "seqbert": ["--recipe", "auto"],
-    "seqbert-causal": ["--recipe", "auto", "--attention_type", "causal", "--next_item_loss_weight", "0", "--next_item_query", "mask"],
-}  # fmt: skip
+# The models, as recipe files (recipes/): "seqbert" is the bidirectional masked-behavior model of the auto recipe
+# (BERT4Rec-style Cloze plus 4 x the auxiliary left-to-right loss of the same weights, queried through that
+# left-to-right pass, repeat-aware scoring); "seqbert-causal" the same recipe left-to-right only, with a next-item
+# loss at every position (SASRec-style, the strong baseline the literature recommends). Everything else is the auto
+# recipe's choice for the data (recorded in each model folder's results.json and card).
+RECIPE_FILES = {"seqbert": "nextitem_auto", "seqbert-causal": "nextitem_auto_causal"}
+RECIPES: dict[str, list[str]] = {model: ["--config", str(RECIPES_DIR / f"{name}.yaml")] for model, name in RECIPE_FILES.items()}
 SHARED_DATASETS: dict[str, tuple[str, str]] = {
     "beauty": ("amazon_s3rec/Beauty.txt", "amazon_s3rec"),
     "lastfm": ("s3rec_lastfm_yelp/LastFM.txt", "amazon_s3rec"),

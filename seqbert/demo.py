@@ -113,8 +113,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             args.num_processes,
             "seqbert.training.pretrain",
             [*common, "--output_dir", str(pretrained_dir), "--time_budget_minutes", str(args.pretrain_minutes),
-             "--num_epochs", "1000", "--early_stopping_patience", "8", "--checkpointing_steps", "200",
-             *args.extra_pretrain_args.split()],
+             "--config", "demo_pretrain", *args.extra_pretrain_args.split()],
         ),
         out / "pretrain.log",
     )
@@ -124,8 +123,7 @@ def run_demo(args: argparse.Namespace) -> dict:
             args.num_processes,
             "seqbert.training.finetune",
             [*common, "--output_dir", str(classifier_dir), "--model_name_or_path", str(pretrained_dir),
-             "--time_budget_minutes", str(args.finetune_minutes), "--num_epochs", "10", "--learning_rate", "1e-3",
-             "--early_stopping_patience", "3"],
+             "--time_budget_minutes", str(args.finetune_minutes), "--config", "demo_finetune"],
         ),
         out / "finetune.log",
     )

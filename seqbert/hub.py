@@ -356,7 +356,7 @@ def _recipe_tables(
     rows = []
     for name, value in (recipe.get("options") or {}).items():
         if name in overridden:
-            rows.append((name, _cell(used.get(name)), f"set on the command line (the recipe's choice: {_cell(value)})"))
+            rows.append((name, _cell(used.get(name)), f"set on the command line or in --config (the recipe's choice: {_cell(value)})"))
         else:
             rows.append((name, _cell(value), recipe.get("reasons", {}).get(name, "")))
     statistics = _kv_rows(recipe.get("statistics"), thousands=True)

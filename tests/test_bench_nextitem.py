@@ -81,7 +81,7 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
         assert low <= record["test"]["ndcg@10"] <= high
         assert "test_sampled_5_popularity_negatives" in record
     seqbert = runs["lastfm", "seqbert"]
-    assert seqbert["recipe"] == "--recipe auto"
+    assert seqbert["recipe"].startswith("--config ") and seqbert["recipe"].endswith("recipes/nextitem_auto.yaml")
     assert seqbert["recipe_options"]["item_categories"] is True  # the attributes file gives a category per item
     assert "item_categories" not in runs["shop", "seqbert"]["recipe_options"]  # the CSV has none
     assert seqbert["next_item_query"] == "causal" and 1 <= seqbert["epochs"] <= 2
@@ -89,6 +89,8 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
     for dataset in ("lastfm", "shop"):
         assert {r["model"] for r in records if r.get("aggregate") and r["dataset"] == dataset} == {"seqbert", "seqbert-causal"}
         assert (work / dataset / "validation_ndcg_vs_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((work / "lastfm" / "models" / "seqbert-seed0" / "results.json").read_text())
+    assert saved["config_file"]["path"].endswith("recipes/nextitem_auto.yaml") and saved["recipe"]["name"] == "auto"
     for model in ("seqbert", "seqbert-causal"):  # the recipe's repeat-aware term is in the saved architecture
         config = json.loads((work / "lastfm" / "models" / f"{model}-seed0" / "config.json").read_text())
         assert config["repeat_bias_buckets"] == 8 and config["attention_type"] == model.removeprefix("seqbert-").replace("seqbert", "bidirectional")

@@ -112,6 +112,8 @@ def test_resume_continues_at_the_right_step(prepared, tmp_path):
     second = run(accelerate("seqbert.training.pretrain", *common, "--output_dir", str(resumed), "--max_steps", "6",
                             "--resume_from", "latest"))
     assert "at step 3" in second.stderr
+    summary = results(straight)
+    assert summary["train_sequences"] > summary["train_users"]  # long histories trained as several windows each
     log = [json.loads(line) for line in (resumed / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "train_loss" in r] == [1, 2, 3, 4, 5, 6]
     final_straight = load_file(straight / "checkpoints" / "checkpoint_1" / "model.safetensors")

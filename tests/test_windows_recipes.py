@@ -139,7 +139,7 @@ def test_auto_recipe_is_recorded_and_two_identical_runs_agree_exactly(prepared, 
     assert first["window_stride"] == 4 and first["train_sequences"] > first["train_users"]
     assert first["schedule"]["reason"] == "--max_steps 12" and first["stopped_because"].startswith("schedule complete")
     card = (tmp_path / "a" / "README.md").read_text()
-    assert "#### Recipe `auto`" in card and "| `per_device_batch_size` | 16 | set on the command line (the recipe's choice: 64) |" in card
+    assert "#### Recipe `auto`" in card and "| `per_device_batch_size` | 16 | set on the command line or in --config (the recipe's choice: 64) |" in card
     config = json.loads((tmp_path / "a" / "logs" / "config.json").read_text())
     assert config["recipe"] == "auto" and config["schedule"] == "--max_steps 12"
 

@@ -3,6 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+"""The recipes shipped with seqbert (``recipes/`` in the repository): ``--config NAME`` reads ``NAME.yaml`` there."""
+
+
+def config_file_arguments(argv: list[str]) -> tuple[list[str], dict | None]:
+    """``argv`` with the options of its ``--config FILE`` (a YAML or JSON mapping of option names to values, e.g.
+    ``recipes/beauty_joint.yaml``) put before it, so every flag on the command line wins; and a record of the file
+    (path, options, the names the command line overrode) for results.json. Lists become several values, booleans
+    ``true``/``false``."""
+    import yaml  # JSON is a subset of YAML
+
+    paths = [value for flag, value in zip(argv, argv[1:], strict=False) if flag == "--config"]
+    paths += [token.split("=", 1)[1] for token in argv if token.startswith("--config=")]
+    if not paths:
+        return argv, None
+    if len(paths) > 1:
+        raise ValueError(f"--config is given {len(paths)} times; give one file (flags on the command line override it).")
+    path = Path(paths[0])
+    if not path.is_file() and (RECIPES_DIR / f"{path}.yaml").is_file():
+        path = RECIPES_DIR / f"{path}.yaml"  # a recipe shipped with seqbert, by name
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"--config {path}: no such file, nor a recipe shipped with seqbert ({shipped}).")
+    options = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(options, dict) or "config" in options:
+        raise ValueError(f"--config {path}: expected a mapping of option names to values (without `config`).")
+    given = {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
+    prefix: list[str] = []
+    for name, value in options.items():
+        if name in given:
+            continue
+        values = value if isinstance(value, list) else [value]
+        prefix += [f"--{name}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    record = {"path": str(path), "options": options, "overridden_by_flags": sorted(set(options) & given)}
+    return [*prefix, *argv], record
 
 
 @dataclass
@@ -11,6 +49,12 @@ class TrainingArguments:
 
     data_dir: str = field(metadata={"help": "Prepared-data folder written by `seqbert prepare`."})
     output_dir: str = field(metadata={"help": "Where the Hub-shaped model folder, logs and checkpoints go."})
+    config: str | None = field(
+        default=None,
+        metadata={"help": "YAML or JSON file of options (a recipe, e.g. recipes/beauty_joint.yaml, or the name of one shipped "
+                  "with seqbert: beauty_joint, beauty_causal, nextitem_auto, nextitem_auto_causal, demo_pretrain, "
+                  "demo_finetune, purchase_taobao_pretrain); flags given on the command line win. The file and its options are recorded in results.json. Default: none."},
+    )
     per_device_batch_size: int = field(default=128, metadata={"help": "Sequences per process per micro-batch."})
     eval_batch_size: int = field(default=256, metadata={"help": "Sequences per process per evaluation batch."})
     eval_item_chunk_size: int | None = field(
@@ -369,4 +413,4 @@ class FinetuneArguments:
     )
 
 
-__all__ = ["FinetuneArguments", "ModelArguments", "PretrainArguments", "TrainingArguments"]
+__all__ = ["FinetuneArguments", "ModelArguments", "PretrainArguments", "TrainingArguments", "config_file_arguments"]

@@ -99,7 +99,7 @@ from ..modeling_seqbert import (
 )
 from ..prepared import PreparedData, encode_for_classification
 from ..tabular import ShiftRobustScaler, fit_tabular_baselines
-from .arguments import FinetuneArguments, ModelArguments, TrainingArguments
+from .arguments import FinetuneArguments, ModelArguments, TrainingArguments, config_file_arguments
 from .loop import make_accelerator, train
 from .outputs import write_model_folder
 from .sampling import training_dataloader
@@ -121,7 +121,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainingArguments, ModelA
         description="Fine-tune SeqBERT for purchase / item-conversion / click prediction (labels from after a "
         "time cutoff only, inputs from before it).",
     )
-    return parser.parse_args_into_dataclasses(args=argv)
+    argv, config_file = config_file_arguments(list(sys.argv[1:] if argv is None else argv))
+    args, model_args, ft_args = parser.parse_args_into_dataclasses(args=argv)
+    args.config_file = config_file  # recorded in results.json
+    return args, model_args, ft_args
 
 
 def binary_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -796,6 +799,7 @@ def main(argv: list[str] | None = None) -> dict:
         "initialised_from": ft_args.model_name_or_path or "scratch",
         "freeze_encoder": ft_args.freeze_encoder,
         "num_processes": accelerator.num_processes,
+        "config_file": args.config_file,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "global_step": state.global_step,

@@ -307,7 +307,7 @@ def train(
     schedule = schedule or training_schedule(
         len(train_loader), num_processes=accelerator.num_processes,
         gradient_accumulation_steps=args.gradient_accumulation_steps, num_epochs=args.num_epochs,
-        max_steps=args.max_steps, eval_every_epochs=args.eval_every_epochs,
+        max_steps=args.max_steps, eval_every_epochs=args.eval_every_epochs or 1,
     )  # fmt: skip
     total_steps = schedule.total_steps
     logger.info("schedule: %s (%d optimizer steps, validation every %d epoch(s))", schedule.reason, total_steps,

@@ -36,7 +36,7 @@ from ..evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer, s
 from ..metrics.functional import ranking_metrics
 from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
 from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining, window_bounds
-from .arguments import ModelArguments, PretrainArguments, TrainingArguments
+from .arguments import ModelArguments, PretrainArguments, TrainingArguments, config_file_arguments
 from .flops import FlopsCounter, peak_tflops_of
 from .loop import TrainingState, make_accelerator, train
 from .outputs import write_model_folder
@@ -55,14 +55,16 @@ def parse_args(
         (TrainingArguments, ModelArguments, PretrainArguments),
         description="Pretrain SeqBERT with masked-behavior modeling (BERT4Rec Cloze) on prepared data.",
     )
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, config_file = config_file_arguments(list(sys.argv[1:] if argv is None else argv))
     args, model_args, pre_args = parser.parse_args_into_dataclasses(args=argv)
+    args.config_file = config_file  # recorded in results.json
     if pre_args.recipe is None:
         return args, model_args, pre_args, None
     if pre_args.recipe != "auto":
         raise ValueError(f"--recipe must be `auto`, got {pre_args.recipe!r}.")
     recipe = auto_recipe_for(args.data_dir)
     args, model_args, pre_args = parser.parse_args_into_dataclasses(args=recipe_arguments(recipe, argv))
+    args.config_file = config_file
     return args, model_args, pre_args, recipe
 
 
@@ -422,6 +424,7 @@ def main(argv: list[str] | None = None) -> dict:
         "schedule": schedule.to_dict(),
         "stopped_because": stop_reason(state, schedule, args),
         "recipe": recipe.to_dict() if recipe else None,
+        "config_file": args.config_file,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "ranking": "full catalog, pessimistic ties, history items not removed",
         **user_sampling,
