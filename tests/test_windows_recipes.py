@@ -112,11 +112,13 @@ def test_auto_recipe_choices(prepared):
     assert statistics["train"]["users"] > 0
 
 
-def pretrain(prepared: Path, output: Path, *options: str) -> dict:
+def pretrain(prepared: Path, output: Path, *options: str, stderr: list | None = None) -> dict:
     command = [sys.executable, "-m", "seqbert.training.pretrain", "--data_dir", str(prepared), "--output_dir", str(output),
                "--report_to", "jsonl", "--logging_steps", "1", *TINY_MODEL, *options]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(result.stderr)
     return json.loads((output / "results.json").read_text())
 
 
@@ -145,5 +147,11 @@ def test_auto_recipe_is_recorded_and_two_identical_runs_agree_exactly(prepared, 
 
 
 def test_one_row_per_user_without_windows(prepared, tmp_path):
-    summary = pretrain(prepared, tmp_path / "one", "--max_length", "8", "--window_stride", "0", "--max_steps", "2")
+    stderr: list[str] = []
+    summary = pretrain(prepared, tmp_path / "one", "--max_length", "8", "--window_stride", "0", "--max_steps", "2",
+                       "--checkpointing_steps", "1", "--time_budget_minutes", "5", stderr=stderr)  # fmt: skip
     assert summary["window_stride"] is None and summary["train_sequences"] == summary["train_users"]
+    # Checkpoints of the tied item decoder are saved without Accelerate's "Removed shared tensor" warning, and the
+    # progress bar counts against the time budget (its total is what the budget allows, here the 2 steps).
+    assert "Removed shared tensor" not in stderr[0] and "train (budget 5 min)" in stderr[0]
+    assert sorted(p.name for p in (tmp_path / "one" / "checkpoints").iterdir()) == ["checkpoint_0", "checkpoint_1"]

@@ -26,6 +26,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker, on_main_process
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, is_compiled_module, set_seed
+from accelerate.utils.other import id_tensor_storage
 from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
@@ -133,6 +134,24 @@ def claim_output_dir(args: TrainingArguments) -> None:
         for name in previous:
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def drop_tied_aliases(models: list[torch.nn.Module], weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
+    """Accelerate ``save_state`` pre-hook: keep one name per tied tensor (the item decoder shares the item embeddings).
+
+    safetensors cannot store two names for one tensor; left in, Accelerate drops the alias itself and warns
+    "Removed shared tensor ..." at every checkpoint. ``safetensors.torch.load_model`` restores the tie on resume.
+    """
+    for state in weights:
+        seen: set[tuple] = set()
+        for name in list(state):
+            tensor = state[name]
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            key = (id_tensor_storage(tensor), tensor.storage_offset(), tuple(tensor.shape))
+            if key in seen:
+                del state[name]
+            seen.add(key)
 
 
 def make_accelerator(args: TrainingArguments) -> Accelerator:
@@ -342,6 +361,7 @@ def train(
         # Checkpoints (save_state) keep the prepared module; unwrapping drops the compiled wrapper.
         model = torch.compile(model, backend=args.torch_compile_backend, mode=args.torch_compile_mode)
     accelerator.register_for_checkpointing(state)
+    accelerator.register_save_state_pre_hook(drop_tied_aliases)
     best_path = Path(args.output_dir) / BEST_WEIGHTS_DIR / "model.safetensors"
     checkpoint = resolve_checkpoint(args)
     if checkpoint is not None:
@@ -355,7 +375,8 @@ def train(
     accelerator.init_trackers("seqbert", config={k: v for k, v in tracked.items() if v is not None})
 
     progress = tqdm(
-        total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process, desc="train"
+        total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
+        desc="train" if budget_seconds is None else f"train (budget {args.time_budget_minutes:g} min)",
     )
     started = time.monotonic() - state.elapsed_seconds
     clock["started"] = started
@@ -443,6 +464,10 @@ def train(
             if not accelerator.sync_gradients:
                 continue
             state.global_step += 1
+            if budget_seconds is not None:  # the bar's total: the steps the budget allows at the pace so far
+                elapsed = time.monotonic() - started
+                expected = round(state.global_step * budget_seconds / max(elapsed, 1e-9))
+                progress.total = max(state.global_step, min(total_steps, expected))
             progress.update(1)
             if state.global_step % args.logging_steps == 0:
                 release_freed_memory()
