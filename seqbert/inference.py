@@ -14,9 +14,11 @@ model / tokenizer files, so that :mod:`seqbert.pipelines` can be copied into a m
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -592,6 +594,15 @@ class Classifier:
         options = {key: kwargs.pop(key) for key in ("max_length", "batch_size", "positive_label") if key in kwargs}
         if dtype is not None:
             kwargs["dtype"] = dtype
+        config_file = Path(folder) / "config.json"
+        if config_file.is_file():  # a local folder (a Hub id is checked by transformers)
+            architectures = json.loads(config_file.read_text()).get("architectures") or []
+            if "SeqBertForSequenceClassification" not in architectures:
+                raise ValueError(
+                    f"{folder} holds a {', '.join(architectures) or 'model'} folder, not a fine-tuned classifier (its "
+                    "classification head would be random). Fine-tune it first: `seqbert finetune --model_name_or_path "
+                    f"{folder} ...`, or load it with Recommender.from_pretrained."
+                )
         model = SeqBertForSequenceClassification.from_pretrained(folder, **kwargs).to(device).eval()
         return cls(model, BehaviorTokenizer.from_pretrained(folder), device=device, **options)
 

@@ -40,6 +40,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 from transformers.utils import ModelOutput
+from transformers.utils import logging as hf_logging
 
 from .configuration_seqbert import SeqBertConfig, check_next_item_query
 
@@ -399,6 +400,18 @@ class SeqBertPreTrainedModel(PreTrainedModel):
         if isinstance(module, SeqBertRepeatBias):
             init.zeros_(module.weight)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """Load as usual, without transformers' per-tensor "Loading weights" progress bar: a SeqBERT folder holds a few
+        dozen tensors that load in milliseconds, so the bar was noise on every API call."""
+        enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return super().from_pretrained(*args, **kwargs)
+        finally:
+            if enabled:
+                hf_logging.enable_progress_bar()
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual; when saving with code (``register_for_auto_class``), map every head.
 
@@ -418,6 +431,9 @@ class SeqBertModel(SeqBertPreTrainedModel):
     ``BehaviorTokenizer``): ``input_ids`` (items and special tokens), ``behavior_ids`` (event
     types), ``time_ids`` (time-gap buckets) and ``attention_mask`` (1 = real token).
     """
+
+    # A pretrained (masked-behavior) folder also holds its pretraining head; the bare encoder does not use it.
+    _keys_to_ignore_on_load_unexpected = [r"^head\."]
 
     def __init__(self, config: SeqBertConfig):
         super().__init__(config)
@@ -887,6 +903,11 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
     features of the row, already scaled) enter the head as in Alibaba's Behavior Sequence Transformer: an MLP of
     them is added to the pooled state, and a linear term of them to the logits.
     """
+
+    # Initialised from a pretrained folder, the pretraining head is left out and the classification head (with its
+    # optional candidate and tabular parts) starts from scratch: expected, not worth a load report.
+    _keys_to_ignore_on_load_unexpected = [r"^head\."]
+    _keys_to_ignore_on_load_missing = [r"^classifier\.", r"^candidate_", r"^tabular_"]
 
     def __init__(self, config: SeqBertConfig):
         super().__init__(config)

@@ -564,7 +564,9 @@ def build_model(
     label_options = {"num_labels": 2, "id2label": labels, "label2id": {v: k for k, v in labels.items()}, **candidate_inputs}
     if args.model_name_or_path:
         check_same_vocabulary(args.model_name_or_path, tokenizer)
-        return SeqBertForSequenceClassification.from_pretrained(args.model_name_or_path, **label_options)
+        model = SeqBertForSequenceClassification.from_pretrained(args.model_name_or_path, **label_options)
+        logger.info("encoder initialised from %s; the classification head starts from scratch", args.model_name_or_path)
+        return model
     config = SeqBertConfig(
         vocab_size=tokenizer.vocab_size,
         num_special_tokens=tokenizer.num_special_tokens,
