@@ -4,12 +4,25 @@ reported; and a pretrained folder is refused as a classifier instead of loading 
 
 from __future__ import annotations
 
+import io
+import logging
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from seqbert import SeqBertConfig, SeqBertForMaskedBehaviorModeling, SeqBertForSequenceClassification, SeqBertModel
 from seqbert.inference import Classifier
+
+
+@pytest.fixture
+def transformers_log():
+    """What transformers logs (its loggers do not propagate to the root logger that pytest captures)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger("transformers").addHandler(handler)
+    yield stream
+    logging.getLogger("transformers").removeHandler(handler)
 
 
 @pytest.fixture
@@ -20,11 +33,11 @@ def pretrained_folder(tmp_path):
     return tmp_path / "pretrained"
 
 
-def test_loading_a_pretrained_folder_as_encoder_or_classifier_is_quiet(pretrained_folder, capfd):
+def test_loading_a_pretrained_folder_as_encoder_or_classifier_is_quiet(pretrained_folder, capfd, transformers_log):
     capfd.readouterr()
     encoder = SeqBertModel.from_pretrained(pretrained_folder)
     classifier = SeqBertForSequenceClassification.from_pretrained(pretrained_folder, num_labels=2)
-    output = "".join(capfd.readouterr())
+    output = "".join(capfd.readouterr()) + transformers_log.getvalue()
     assert "LOAD REPORT" not in output and "Loading weights" not in output, output
     saved = load_file(pretrained_folder / "model.safetensors")
     name = "seqbert.embeddings.item_embeddings.weight"
@@ -32,13 +45,13 @@ def test_loading_a_pretrained_folder_as_encoder_or_classifier_is_quiet(pretraine
     assert torch.equal(encoder.embeddings.item_embeddings.weight, saved[name])
 
 
-def test_a_missing_encoder_weight_is_still_reported(pretrained_folder, capfd):
+def test_a_missing_encoder_weight_is_still_reported(pretrained_folder, capfd, transformers_log):
     weights = load_file(pretrained_folder / "model.safetensors")
     del weights["seqbert.layers.0.attention.output.weight"]
     save_file(weights, pretrained_folder / "model.safetensors", metadata={"format": "pt"})
     capfd.readouterr()
     SeqBertForSequenceClassification.from_pretrained(pretrained_folder, num_labels=2)
-    output = "".join(capfd.readouterr())
+    output = "".join(capfd.readouterr()) + transformers_log.getvalue()
     assert "layers.0.attention.output.weight" in output and "MISSING" in output
 
 
