@@ -59,7 +59,7 @@ def make_batches(args: argparse.Namespace) -> tuple[list[dict], object, tuple]:
     """The first ``warmup + steps`` batches of a seeded epoch, collated as pretraining collates them."""
     pretrain_argv = ["--data_dir", args.data_dir, "--output_dir", "unused", "--max_length", str(args.max_length),
                      "--seed", str(args.seed), *args.train_args.split()]  # fmt: skip
-    _, model_args, pre_args = pretrain.parse_args(pretrain_argv)
+    _, model_args, pre_args, _ = pretrain.parse_args(pretrain_argv)
     data = PreparedData.load(args.data_dir)
     rows = encode_for_pretraining(data.splits["train"], data.tokenizer, args.max_length)
     collator = pretrain.make_collator(data.tokenizer, pre_args, args.seed)
