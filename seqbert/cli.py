@@ -1,4 +1,4 @@
-"""The ``seqbert`` command: demo · prepare · pretrain · finetune · evaluate · export · serve · push.
+"""The ``seqbert`` command: demo · prepare · pretrain · finetune · evaluate · recommend · embed · export · serve · push.
 
 ``pretrain`` and ``finetune`` run in this process (one CPU / GPU); for several processes or GPUs,
 run the same modules under ``accelerate launch -m seqbert.training.pretrain …`` (the demo does).
@@ -27,6 +27,123 @@ def _pairs(values: Sequence[str] | None, option: str) -> dict[str, str]:
     return pairs
 
 
+def add_read_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how to read an event log (format, column mapping, event names, timestamps).
+
+    ``prepare``, ``recommend`` and ``embed`` share them; :func:`read_options_from_args` turns them into
+    the ``read_options`` of :func:`seqbert.data.readers.read_events` (or a ``--dataset-format`` reader).
+    """
+    from .data.formats import FORMATS, describe_formats
+
+    parser.add_argument("--format", dest="file_format", help="csv | tsv | parquet | jsonl (default: from the file suffix).")
+    parser.add_argument(
+        "--dataset-format", metavar="NAME", choices=list(FORMATS),
+        help="Read the log in a public dataset's original format, which fixes the columns, delimiter and timestamp "
+        "unit (--column, --column-names, --delimiter, --format, --timestamp-unit then do not apply): "
+        + describe_formats() + " (default: none, a generic file).",
+    )
+    parser.add_argument(
+        "--format-option", action="append", metavar="NAME=VALUE",
+        help="An option of the --dataset-format reader; repeatable. Values are read as YAML scalars (numbers stay "
+        "numbers). Examples: --format-option attribute_index=all (amazon_s3rec: every item attribute, joined by '|'), "
+        "--format-option buys_path=yoochoose-buys.dat (yoochoose) (default: none).",
+    )
+    parser.add_argument(
+        "--column", action="append", metavar="CANONICAL=FILE_COLUMN",
+        help="Map a canonical column (user_id, item_id, event_type, timestamp, category, price, query, session_id, "
+        "quantity) to the file's column name; repeatable (default: canonical names, else guessed from the header). "
+        "Example: --column user_id=visitorid",
+    )
+    parser.add_argument(
+        "--schema", metavar="FILE",
+        help="YAML or JSON file describing the log, with any of: " + ", ".join(SCHEMA_KEYS) + ". Example: "
+        "{column_map: {user_id: visitorid, item_id: itemid, event_type: event}, event_aliases: {transaction: "
+        "purchase}, timestamp_unit: ms}. Options given on the command line win (default: none).",
+    )
+    parser.add_argument("--column-names", help="Comma-separated header for files without one, e.g. Taobao (default: the file's first line).")
+    parser.add_argument("--delimiter", help="Field separator of csv/tsv files (default: ',' for csv, tab for tsv).")
+    parser.add_argument("--encoding", default="utf-8", help="Text encoding of csv/tsv/jsonl files, e.g. latin-1 (default: %(default)s).")
+    parser.add_argument(
+        "--event-alias", action="append", metavar="RAW=CANONICAL",
+        help="Map a raw event type to view/click/search/cart/fav/purchase; repeatable (default: the built-in aliases "
+        "only). Example: --event-alias pv=view",
+    )
+    parser.add_argument(
+        "--timestamp-unit", default="auto", choices=["auto", "s", "ms", "iso"],
+        help="Timestamp encoding; 'auto' tells seconds from milliseconds by magnitude and reads ISO-8601 strings "
+        "(default: %(default)s).",
+    )
+    parser.add_argument(
+        "--unknown-events", default="error", choices=["error", "drop"],
+        help="Unknown event types: stop, or drop and count (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--bad-timestamps", default="error", choices=["error", "drop"],
+        help="Unparsable/absurd timestamps: stop, or drop and count (default: %(default)s).",
+    )
+
+
+SCHEMA_KEYS = (
+    "column_map", "column_names", "delimiter", "encoding", "event_aliases", "file_format", "timestamp_unit",
+    "unknown_events", "bad_timestamps",
+)
+
+
+def _read_defaults() -> dict:
+    """Read options as the CLI sets them when the user gives no flag."""
+    parser = argparse.ArgumentParser()
+    add_read_options(parser)
+    defaults = vars(parser.parse_args([]))
+    return {"file_format": None, "column_map": None, "column_names": None, "event_aliases": None,
+            **{key: defaults[key] for key in ("delimiter", "encoding", "timestamp_unit", "unknown_events", "bad_timestamps")}}
+
+
+def merge_schema_file(path: str, read_options: dict, *, defaults: dict, command: str = "prepare") -> dict:
+    """Read options from a YAML/JSON schema file, overridden by any option the user set explicitly."""
+    import yaml  # JSON is a subset of YAML
+
+    try:
+        schema = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise SystemExit(f"seqbert {command}: error: cannot read schema file {path}: {error}") from None
+    if not isinstance(schema, dict):
+        raise SystemExit(f"seqbert {command}: error: schema file {path} must hold a mapping of options.")
+    unknown = sorted(set(schema) - set(SCHEMA_KEYS))
+    if unknown:
+        raise SystemExit(f"seqbert {command}: error: schema file {path} has unknown keys {unknown}; allowed: {', '.join(SCHEMA_KEYS)}.")
+    merged = dict(read_options)
+    for key, value in schema.items():
+        if read_options.get(key) == defaults.get(key):  # not set on the command line
+            merged[key] = value
+    return merged
+
+
+def read_options_from_args(args: argparse.Namespace, command: str) -> dict:
+    """The ``read_options`` of the flags of :func:`add_read_options`: command line over ``--schema`` file,
+    plus the ``--format-option`` values of a ``--dataset-format`` reader."""
+    read_options = {
+        "file_format": args.file_format,
+        "column_map": _pairs(args.column, "--column") or None,
+        "column_names": args.column_names.split(",") if args.column_names else None,
+        "delimiter": args.delimiter,
+        "encoding": args.encoding,
+        "event_aliases": _pairs(args.event_alias, "--event-alias") or None,
+        "timestamp_unit": args.timestamp_unit,
+        "unknown_events": args.unknown_events,
+        "bad_timestamps": args.bad_timestamps,
+    }
+    if args.schema:
+        read_options = merge_schema_file(args.schema, read_options, defaults=_read_defaults(), command=command)
+    if args.format_option:
+        if not args.dataset_format:
+            raise SystemExit(f"seqbert {command}: error: --format-option applies with --dataset-format only.")
+        import yaml
+
+        format_options = _pairs(args.format_option, "--format-option")
+        read_options.update({key: yaml.safe_load(value) for key, value in format_options.items()})
+    return read_options
+
+
 def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "prepare",
@@ -36,42 +153,7 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", help="Event log file.")
     parser.add_argument("--output-dir", required=True, help="Folder to write the prepared data to.")
-    parser.add_argument("--format", dest="file_format", help="csv | tsv | parquet | jsonl (default: from the suffix).")
-    from .data.formats import FORMATS, describe_formats
-
-    parser.add_argument(
-        "--dataset-format", metavar="NAME", choices=list(FORMATS),
-        help="Read INPUT in a public dataset's original format, which fixes the columns, delimiter and timestamp "
-        "unit (--column, --column-names, --delimiter, --format, --timestamp-unit then do not apply): "
-        + describe_formats() + ".",
-    )
-    parser.add_argument(
-        "--format-option", action="append", metavar="NAME=VALUE",
-        help="An option of the --dataset-format reader; repeatable. Values are read as YAML scalars (numbers stay "
-        "numbers). Examples: --format-option attribute_index=all (amazon_s3rec: every item attribute, joined by '|'), "
-        "--format-option buys_path=yoochoose-buys.dat (yoochoose).",
-    )
-    parser.add_argument(
-        "--column", action="append", metavar="CANONICAL=FILE_COLUMN",
-        help="Map a canonical column (user_id, item_id, event_type, timestamp, category, price, query, session_id, "
-        "quantity) to the file's column name; repeatable. Example: --column user_id=visitorid",
-    )
-    parser.add_argument(
-        "--schema", metavar="FILE",
-        help="YAML or JSON file describing the log, with any of: " + ", ".join(SCHEMA_KEYS) + ". Example: "
-        "{column_map: {user_id: visitorid, item_id: itemid, event_type: event}, event_aliases: {transaction: "
-        "purchase}, timestamp_unit: ms}. Options given on the command line win.",
-    )
-    parser.add_argument("--column-names", help="Comma-separated header for files without one (e.g. Taobao).")
-    parser.add_argument("--delimiter", help="Field separator of csv/tsv files (default: ',' for csv, tab for tsv).")
-    parser.add_argument("--encoding", default="utf-8", help="Text encoding of csv/tsv/jsonl files, e.g. latin-1.")
-    parser.add_argument(
-        "--event-alias", action="append", metavar="RAW=CANONICAL",
-        help="Map a raw event type to view/click/search/cart/fav/purchase; repeatable. Example: --event-alias pv=view",
-    )
-    parser.add_argument("--timestamp-unit", default="auto", choices=["auto", "s", "ms", "iso"], help="Timestamp encoding.")
-    parser.add_argument("--unknown-events", default="error", choices=["error", "drop"], help="Unknown event types: stop, or drop and count.")
-    parser.add_argument("--bad-timestamps", default="error", choices=["error", "drop"], help="Unparsable/absurd timestamps: stop, or drop and count.")
+    add_read_options(parser)
     parser.add_argument(
         "--split", default="leave_one_out", choices=["leave_one_out", "temporal"],
         help="Evaluation protocol. With 'temporal' the count rules below (--min-user-events, --min-item-support, "
@@ -137,41 +219,6 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
     )
 
 
-SCHEMA_KEYS = (
-    "column_map", "column_names", "delimiter", "encoding", "event_aliases", "file_format", "timestamp_unit",
-    "unknown_events", "bad_timestamps",
-)
-
-
-def _prepare_defaults() -> dict:
-    """Read options as the CLI sets them when the user gives no flag."""
-    commands = argparse.ArgumentParser().add_subparsers()
-    add_prepare_parser(commands)
-    defaults = vars(commands.choices["prepare"].parse_args(["in", "--output-dir", "out"]))
-    return {"file_format": None, "column_map": None, "column_names": None, "event_aliases": None,
-            **{key: defaults[key] for key in ("delimiter", "encoding", "timestamp_unit", "unknown_events", "bad_timestamps")}}
-
-
-def merge_schema_file(path: str, read_options: dict, *, defaults: dict) -> dict:
-    """Read options from a YAML/JSON schema file, overridden by any option the user set explicitly."""
-    import yaml  # JSON is a subset of YAML
-
-    try:
-        schema = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise SystemExit(f"seqbert prepare: error: cannot read schema file {path}: {error}") from None
-    if not isinstance(schema, dict):
-        raise SystemExit(f"seqbert prepare: error: schema file {path} must hold a mapping of options.")
-    unknown = sorted(set(schema) - set(SCHEMA_KEYS))
-    if unknown:
-        raise SystemExit(f"seqbert prepare: error: schema file {path} has unknown keys {unknown}; allowed: {', '.join(SCHEMA_KEYS)}.")
-    merged = dict(read_options)
-    for key, value in schema.items():
-        if read_options.get(key) == defaults.get(key):  # not set on the command line
-            merged[key] = value
-    return merged
-
-
 def run_prepare(args: argparse.Namespace) -> dict:
     from .prepare import PrepareOptions, format_summary, prepare_file
 
@@ -202,26 +249,7 @@ def run_prepare(args: argparse.Namespace) -> dict:
         num_hash_buckets=args.num_hash_buckets,
         input_hash=args.input_hash,
     )
-    read_options = {
-        "file_format": args.file_format,
-        "column_map": _pairs(args.column, "--column") or None,
-        "column_names": args.column_names.split(",") if args.column_names else None,
-        "delimiter": args.delimiter,
-        "encoding": args.encoding,
-        "event_aliases": _pairs(args.event_alias, "--event-alias") or None,
-        "timestamp_unit": args.timestamp_unit,
-        "unknown_events": args.unknown_events,
-        "bad_timestamps": args.bad_timestamps,
-    }
-    if args.schema:
-        read_options = merge_schema_file(args.schema, read_options, defaults=_prepare_defaults())
-    if args.format_option:
-        if not args.dataset_format:
-            raise SystemExit("seqbert prepare: error: --format-option applies with --dataset-format only.")
-        import yaml
-
-        format_options = _pairs(args.format_option, "--format-option")
-        read_options.update({key: yaml.safe_load(value) for key, value in format_options.items()})
+    read_options = read_options_from_args(args, "prepare")
     if args.partitions:
         if args.dataset_format:
             raise SystemExit("seqbert prepare: error: --partitions reads generic files; it does not take --dataset-format.")
@@ -319,6 +347,68 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     return output
 
 
+def add_batch_scoring_parsers(commands: argparse._SubParsersAction) -> None:
+    """``recommend`` and ``embed``: score every user of an event log with a pretrained folder, to parquet."""
+    summaries = {
+        "recommend": "Top-k next items of every user of an event log → parquet (user_id, rank, item_id, score).",
+        "embed": "A vector per user of an event log → parquet (user_id, embedding).",
+    }
+    descriptions = {
+        "recommend": "Rank the catalog for every user of LOG through seqbert.Recommender (the same encode / score / "
+        "rank as Recommender.recommend, tested equal) and write one row per (user, item): user_id, rank (1 = best), "
+        "item_id, score (the model's next-item logit, float32).",
+        "embed": "Encode every user of LOG through seqbert.Recommender.embed_users (the encoder's hidden state at the "
+        "appended [MASK]) and write user_id and embedding, a fixed-size list of hidden_size float32 values.",
+    }
+    common = (
+        " The log is read like `seqbert prepare` reads it (same options below); rows with a missing field and "
+        "exact duplicate events are removed as prepare cleans them, no user is dropped for being short, and each "
+        "user's events are taken in time order. Users are written in user_id order, chunk by chunk, to a "
+        "temporary file renamed to --output at the end."
+    )
+    for name, summary in summaries.items():
+        parser = commands.add_parser(name, help=summary, description=descriptions[name] + common)
+        parser.add_argument("model_dir", metavar="MODEL", help="Saved SeqBERT masked-behavior folder (seqbert pretrain's output).")
+        parser.add_argument("--events", required=True, metavar="LOG", help="Event log to score, in any format seqbert prepare reads (required).")
+        parser.add_argument("--output", required=True, help="The .parquet file to write; refused if it exists, unless --overwrite (required).")
+        if name == "recommend":
+            parser.add_argument("--k", type=int, default=100, help="Items per user; fewer if the catalog or --exclude-seen runs out (default: %(default)s).")
+            parser.add_argument("--exclude-seen", action="store_true", help="Drop every item in the user's own history from their ranking (default: off).")
+        parser.add_argument("--batch-size", type=int, default=1024, help="Users encoded and scored per forward pass (default: %(default)s).")
+        parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default: %(default)s).")
+        parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output (default: off).")
+        parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar (default: shown).")
+        add_read_options(parser)
+
+
+def run_batch_scoring(args: argparse.Namespace) -> dict:
+    """``seqbert recommend`` / ``seqbert embed``: wiring only; the work is in :mod:`seqbert.batch_scoring`."""
+    import time
+
+    from . import batch_scoring
+
+    command = args.command
+    if args.batch_size < 1:
+        raise SystemExit(f"seqbert {command}: error: --batch-size must be >= 1, got {args.batch_size}.")
+    if command == "recommend" and args.k < 1:
+        raise SystemExit(f"seqbert {command}: error: --k must be >= 1, got {args.k}.")
+    batch_scoring.check_paths(args.model_dir, args.events, args.output, overwrite=args.overwrite)
+    read_options = read_options_from_args(args, command)
+    start = time.perf_counter()
+    recommender = batch_scoring.load_recommender(args.model_dir, device=args.device, batch_size=args.batch_size)
+    sequences = batch_scoring.read_user_sequences(args.events, read_options=read_options, dataset_format=args.dataset_format)
+    options = {"batch_size": args.batch_size, "overwrite": args.overwrite, "progress": not args.no_progress}
+    if command == "recommend":
+        counts = batch_scoring.recommend_to_parquet(
+            recommender, sequences, args.output, k=args.k, exclude_seen=args.exclude_seen, **options
+        )
+    else:
+        counts = batch_scoring.embed_to_parquet(recommender, sequences, args.output, **options)
+    seconds = time.perf_counter() - start
+    print(f"Wrote {args.output}: {counts['rows']} rows for {counts['users']} users in {seconds:.1f} s")
+    return {"output": args.output, **counts, "seconds": seconds}
+
+
 def add_model_use_parsers(commands: argparse._SubParsersAction) -> None:
     """``export onnx|embeddings``, ``serve`` and ``push``: using and sharing a trained model folder."""
     export = commands.add_parser("export", help="Export a model folder: ONNX next-item scorer, item embeddings.")
@@ -414,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "finetune", "Fine-tuning on a prepared folder: --task user-purchase | item-conversion | click."
     )
     add_evaluate_parser(commands)
+    add_batch_scoring_parsers(commands)
     add_model_use_parsers(commands)
     return parser
 
@@ -442,6 +533,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_prepare(args)
         elif args.command == "evaluate":
             run_evaluate(args)
+        elif args.command in ("recommend", "embed"):
+            from .batch_scoring import BatchScoringError
+            from .inference import InvalidEventsError
+
+            try:
+                run_batch_scoring(args)
+            except (BatchScoringError, InvalidEventsError) as error:  # e.g. an event type the model does not know
+                print(f"seqbert {args.command}: error: {error}", file=sys.stderr)
+                return 2
         elif args.command == "demo":
             from .demo import run_demo
 
