@@ -89,7 +89,7 @@ _RANKING_NOTES = (
     "Ranking metrics (NDCG@K, HR@K, MRR) are computed by ranking the whole item catalog for each test user, "
     "with ties broken pessimistically so that a constant scorer gets a score near zero. Items already in the "
     "history are only excluded where the split protocol says so. Baselines (popularity, item-to-item "
-    "co-occurrence) go through the same evaluator on the same split."
+    "first-order Markov chain of item transitions) go through the same evaluator on the same split."
 )
 _CLASSIFIER_NOTES = (
     "Classification metrics (for example ROC AUC, log loss and expected calibration error) are computed on the "
@@ -112,7 +112,8 @@ def render_model_card(folder: str | Path, *, kind: str, context: Mapping[str, An
         context: What the card reports. Every key is optional; unknown keys are ignored.
 
             - ``model_name`` (str): card title and model-index name (default: the folder name).
-            - ``repo_id`` (str): Hub id shown in the usage snippet (default: ``model_name``).
+            - ``repo_id`` (str): Hub id or path shown in the usage snippets (default: the folder's absolute path, so the
+              snippets work from any working directory).
             - ``dataset_name`` (str): readable dataset name; ``dataset_id`` (str): its Hub id for the
               ``datasets`` metadata (default: ``dataset_name`` slugified).
             - ``data_stats`` (dict): ``users``, ``items``, ``events`` (ints), ``events_per_type``
@@ -171,7 +172,7 @@ def render_model_card(folder: str | Path, *, kind: str, context: Mapping[str, An
     template_vars = {
         "kind": kind,
         "model_name": model_name,
-        "repo_id": str(context.get("repo_id") or model_name),
+        "repo_id": str(context.get("repo_id") or folder.resolve()),
         "dataset_name": dataset_name,
         "dataset_id": dataset_id,
         "license": card_data.license,

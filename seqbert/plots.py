@@ -35,6 +35,7 @@ def plot_curves(
     ys: Sequence[str],
     path: str | Path,
     title: str = "",
+    marked_x: float | None = None,
 ) -> Path:
     """Plot one subplot per metric in ``ys`` against ``x`` (e.g. a training log: step vs loss, NDCG@10).
 
@@ -47,6 +48,10 @@ def plot_curves(
         ys: The keys to plot, one subplot each, sharing the x axis.
         path: Where to write the PNG (parent folders are created).
         title: Figure title.
+        marked_x: Draw a vertical line here on every subplot (e.g. the step whose weights were saved).
+
+    Metrics bounded by [0, 1] (``roc_auc``, ``pr_auc``, ``ndcg@K``, ``hr@K``, ``mrr``) keep their axis inside
+    [0, 1]; ROC-AUC also shows chance (0.5) as a dashed line.
 
     Returns:
         The PNG path.
@@ -67,10 +72,23 @@ def plot_curves(
         else:
             logger.warning("No finite (%s, %s) pairs to plot.", x, key)
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="gray")
+        metric = key.removeprefix("val_").removeprefix("test_")
+        if metric == "roc_auc":
+            ax.axhline(0.5, linestyle="--", color="gray", linewidth=1, label="chance")
+            ax.legend(loc="lower right")
+        if metric.split("@")[0] in _UNIT_METRICS:
+            low, high = ax.get_ylim()
+            ax.set_ylim(max(low, 0.0), min(high, 1.0))
+        if marked_x is not None:
+            ax.axvline(marked_x, color=_BASELINE_COLOR, linewidth=1.2, linestyle=":", label=f"saved ({x} {marked_x:g})")
+            ax.legend(loc="best")
         ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
     axes[-1].set_xlabel(x)
     return _save(fig, path, title)
+
+
+_UNIT_METRICS = {"roc_auc", "pr_auc", "gauc", "ndcg", "hr", "mrr", "accuracy"}
 
 
 def plot_metric_bars(

@@ -144,6 +144,10 @@ def test_finetune_from_pretrained(prepared, pretrained, tmp_path):
         assert 0.0 <= metrics["roc_auc"] <= 1.0 and metrics["log_loss"] > 0
     config = json.loads((output / "config.json").read_text())
     assert config["id2label"] == {"0": "no_purchase", "1": "purchase"}
+    # The card's reliability diagram exists, and its usage snippets name this folder by absolute path.
+    card = (output / "README.md").read_text()
+    assert (output / "test_reliability.png").read_bytes()[:4] == b"\x89PNG" and "(test_reliability.png)" in card
+    assert f'Classifier.from_pretrained("{output.resolve()}")' in card and "[CLS]" not in card
 
 
 def test_cli_prepare_and_evaluate(prepared, pretrained, tmp_path):

@@ -101,6 +101,7 @@ from ..prepared import PreparedData, encode_for_classification
 from ..tabular import ShiftRobustScaler, fit_tabular_baselines
 from .arguments import FinetuneArguments, ModelArguments, TrainingArguments, config_file_arguments
 from .loop import make_accelerator, train
+from ..plots import plot_reliability_comparison
 from .outputs import write_model_folder
 from .sampling import training_dataloader
 
@@ -555,6 +556,19 @@ def check_same_vocabulary(checkpoint: str, tokenizer) -> None:
         )
 
 
+def test_reliability_plot(folder: Path, test: tuple[np.ndarray, np.ndarray], baselines: dict, rows) -> list[str]:
+    """``test_reliability.png``: the saved model's test probabilities (as Classifier and the pipelines give them) and
+    the tabular baselines', per probability bin against the observed rate; [] when the test split is empty."""
+    labels, logits = test
+    if len(labels) == 0:
+        return []
+    curves = {"seqbert": (labels, 1.0 / (1.0 + np.exp(-logits)))}
+    baseline_labels = np.asarray(rows["label"])
+    curves.update({name: (baseline_labels, b.probabilities["test"]) for name, b in baselines.items()})
+    plot_reliability_comparison(curves, path=folder / "test_reliability.png", title="Test reliability (probabilities as saved)")
+    return ["test_reliability.png"]
+
+
 def build_model(
     args: FinetuneArguments, model_args: ModelArguments, tokenizer, max_length: int, labels=LABELS, **candidate_inputs: bool
 ) -> SeqBertForSequenceClassification:
@@ -831,9 +845,10 @@ def main(argv: list[str] | None = None) -> dict:
                 + (", candidate_events=[17]" if candidate_inputs["candidate_popularity"] else "")
                 + "))"
             )
+        reliability = test_reliability_plot(Path(args.output_dir), predictions["test"], baselines, labelled["test"])
         write_model_folder(
             accelerator, model, tokenizer, args=args, data=data, summary=summary, kind="classifier",
-            extra_args={**vars(model_args), **vars(ft_args)}, headline_metric="roc_auc",
+            extra_args={**vars(model_args), **vars(ft_args)}, headline_metric="roc_auc", extra_plots=reliability,
             card_context={
                 "task": summary["task_definition"] + f" Cutoffs (unix s): {json.dumps(cutoffs)}.",
                 "task_name": {"user-purchase": "Purchase Prediction", "item-conversion": "Item Conversion Prediction",

@@ -112,7 +112,7 @@ def timed_batches(batches: Iterable, state: TrainingState) -> Iterator:
 
 
 RUN_FILES = ("logs", "checkpoints", BEST_WEIGHTS_DIR, "model.safetensors", "config.json", "results.json", "predictions.npz",
-             "split_protocol.json", "training_curves.png", "test_metrics.png", "README.md")  # fmt: skip
+             "split_protocol.json", "training_curves.png", "test_metrics.png", "test_reliability.png", "README.md")  # fmt: skip
 """What a training run writes into its output_dir (besides tokenizer and code files, which it rewrites)."""
 
 

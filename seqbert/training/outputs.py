@@ -42,8 +42,10 @@ def write_model_folder(
     extra_args: Mapping[str, Any],
     card_context: Mapping[str, Any] | None = None,
     headline_metric: str = "ndcg@10",
+    extra_plots: list[str] | None = None,
 ) -> Path:
-    """Save everything a user or the Hub needs into ``args.output_dir`` (main process only)."""
+    """Save everything a user or the Hub needs into ``args.output_dir`` (main process only); ``extra_plots``: PNGs
+    the caller already wrote into it, shown in the card after the training curves."""
     folder = Path(args.output_dir)
     model.save_pretrained(folder, is_main_process=True, save_function=accelerator.save)
     tokenizer.save_pretrained(folder)
@@ -54,7 +56,8 @@ def write_model_folder(
     plots = []
     curve_keys = [key for key in ("train_loss", f"val_{headline_metric}") if any(key in r for r in records)]
     if curve_keys:
-        plot_curves(records, x="step", ys=curve_keys, path=folder / "training_curves.png", title=f"SeqBERT {kind}")
+        plot_curves(records, x="step", ys=curve_keys, path=folder / "training_curves.png", title=f"SeqBERT {kind}",
+                    marked_x=summary.get("best_step"))  # fmt: skip
         plots.append("training_curves.png")
     rows = metric_rows(summary["metrics"])
     test_rows = [row for row in rows if row["split"] == "test" and headline_metric in row]
@@ -62,6 +65,7 @@ def write_model_folder(
         plot_metric_bars(test_rows, metric=headline_metric, path=folder / "test_metrics.png", title=f"Test {headline_metric}")
         plots.append("test_metrics.png")
 
+    plots += [name for name in extra_plots or () if (folder / name).is_file()]
     context = {
         "model_name": folder.name,
         "dataset_name": data.protocol.get("source_name", "custom behavior log"),
