@@ -506,7 +506,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(commands)
     add_batch_scoring_parsers(commands)
     add_model_use_parsers(commands)
+    state_defaults(parser)
     return parser
+
+
+def state_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append its default to the help of every option (of every subcommand) whose text does not state one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):
+                state_defaults(subparser)
+            continue
+        if not action.option_strings or not action.help or action.help == argparse.SUPPRESS or action.required:
+            continue
+        if "default" in action.help.lower() or isinstance(action, argparse._HelpAction):
+            continue
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            action.help += f" (default: {'on' if action.default else 'off'})"
+        elif action.default is None:
+            action.help += " (default: none)"
+        else:
+            action.help += " (default: %(default)s)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
