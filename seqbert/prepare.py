@@ -228,7 +228,9 @@ def prepare_events(
             )
             drop_report.add("short_user", short_events)
             drop_report.check()
-    logger.info("Drop report:\n%s", drop_report.format_table())
+    # The table is in the result (PreparedData.drop_report, drop_report.json) and `seqbert prepare` prints it once
+    # in its summary; the log gets one line.
+    logger.info("drop report: %s", drop_report.one_line())
     if options.split == "leave_one_out":
         with _stage(f"leave-one-out split (target: {options.loo_target})"):
             splits, protocol = leave_one_out(sequences, min_history=options.min_history, target=options.loo_target)

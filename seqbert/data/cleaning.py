@@ -124,6 +124,11 @@ class DropReport:
     def dropped_rows(self) -> int:
         return sum(self.dropped.values())
 
+    def one_line(self) -> str:
+        """``kept K of N rows`` and the non-zero drop reasons, for a log line."""
+        reasons = ", ".join(f"{reason} {rows:,}" for reason, rows in self.dropped.items() if rows)
+        return f"kept {self.kept_rows:,} of {self.input_rows:,} rows" + (f" (dropped: {reasons})" if reasons else "")
+
     def check(self) -> None:
         """Raise ``ValueError`` unless ``input_rows == kept_rows + sum(dropped)`` and no count is negative."""
         negative = {k: v for k, v in self.dropped.items() if v < 0}
