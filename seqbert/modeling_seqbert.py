@@ -44,7 +44,6 @@ from transformers.utils import logging as hf_logging
 
 from .configuration_seqbert import SeqBertConfig, check_next_item_query
 
-
 _AUTO_MAP = {
     "AutoConfig": "configuration_seqbert.SeqBertConfig",
     "AutoModel": "modeling_seqbert.SeqBertModel",
@@ -433,7 +432,7 @@ class SeqBertModel(SeqBertPreTrainedModel):
     """
 
     # A pretrained (masked-behavior) folder also holds its pretraining head; the bare encoder does not use it.
-    _keys_to_ignore_on_load_unexpected = [r"^head\."]
+    _keys_to_ignore_on_load_unexpected = (r"^head\.",)
 
     def __init__(self, config: SeqBertConfig):
         super().__init__(config)
@@ -906,8 +905,8 @@ class SeqBertForSequenceClassification(SeqBertPreTrainedModel):
 
     # Initialised from a pretrained folder, the pretraining head is left out and the classification head (with its
     # optional candidate and tabular parts) starts from scratch: expected, not worth a load report.
-    _keys_to_ignore_on_load_unexpected = [r"^head\."]
-    _keys_to_ignore_on_load_missing = [r"^classifier\.", r"^candidate_", r"^tabular_"]
+    _keys_to_ignore_on_load_unexpected = (r"^head\.",)
+    _keys_to_ignore_on_load_missing = (r"^classifier\.", r"^candidate_", r"^tabular_")
 
     def __init__(self, config: SeqBertConfig):
         super().__init__(config)

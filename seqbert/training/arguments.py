@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 """The recipes shipped with seqbert (``recipes/`` in the repository): ``--config NAME`` reads ``NAME.yaml`` there."""
@@ -17,7 +17,7 @@ def config_file_arguments(argv: list[str]) -> tuple[list[str], dict | None]:
     ``true``/``false``."""
     import yaml  # JSON is a subset of YAML
 
-    paths = [value for flag, value in zip(argv, argv[1:], strict=False) if flag == "--config"]
+    paths = [value for flag, value in itertools.pairwise(argv) if flag == "--config"]
     paths += [token.split("=", 1)[1] for token in argv if token.startswith("--config=")]
     if not paths:
         return argv, None

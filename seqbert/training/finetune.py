@@ -97,11 +97,11 @@ from ..modeling_seqbert import (
     CANDIDATE_MATCH_OTHER,
     SeqBertForSequenceClassification,
 )
+from ..plots import plot_reliability_comparison
 from ..prepared import PreparedData, encode_for_classification
 from ..tabular import ShiftRobustScaler, fit_tabular_baselines
 from .arguments import FinetuneArguments, ModelArguments, TrainingArguments, config_file_arguments
 from .loop import make_accelerator, train
-from ..plots import plot_reliability_comparison
 from .outputs import write_model_folder
 from .sampling import training_dataloader
 
