@@ -308,6 +308,8 @@ def _cell(value: Any, *, thousands: bool = False) -> str:
         return f"{int(value):,}" if thousands else str(int(value))
     if isinstance(value, Real):
         return f"{float(value):.6g}"
+    if isinstance(value, (Mapping, list, tuple, set)) and not value:
+        return "–"  # an empty option reads as "none", not as a blank
     if isinstance(value, Mapping):
         value = ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
     elif isinstance(value, (list, tuple, set)):

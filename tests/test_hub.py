@@ -369,3 +369,10 @@ def test_usage_snippet_runs(tmp_path, kind):
         assert set(namespace["recommended"]) == {"sku-1", "sku-7", "sku-9"}
     else:
         assert namespace["probabilities"].shape[0] == 1
+
+
+def test_empty_options_read_as_none_not_blank():
+    from seqbert.hub import _cell
+
+    assert _cell({"path": "log.csv", "read_options": {}, "clean": []}) == "path=log.csv, read_options=–, clean=–"
+    assert _cell({}) == "–" and _cell(None) == "–"
