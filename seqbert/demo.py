@@ -78,7 +78,8 @@ def format_results(pretrain: dict, finetune: dict) -> str:
     for model, metrics in pretrain["metrics"]["test"].items():
         lines.append(f"{model:<24}{metrics['ndcg@10']:>10.4f}{metrics['hr@10']:>10.4f}{metrics['mrr']:>10.4f}{int(metrics['count']):>8}")
     lines += ["", f"Purchase within {finetune['cutoffs']['horizon_seconds'] / 86400:.1f} days (test)"]
-    lines.append(f"{'model':<44}{'ROC-AUC':>10}{'log-loss':>10}{'PR-AUC':>10}{'users':>8}")
+    # One example per user and cutoff: with several cutoffs a user appears several times, so they are not users.
+    lines.append(f"{'model':<44}{'ROC-AUC':>10}{'log-loss':>10}{'PR-AUC':>10}{'examples':>10}")
     test = finetune["metrics"]["test"]
     for model, metrics in test.items():
         # "<model>_temperature_scaled" rows hold only the metrics scaling changes: ranking metrics and
@@ -86,7 +87,7 @@ def format_results(pretrain: dict, finetune: dict) -> str:
         metrics = {**test.get(model.removesuffix(SCALED_SUFFIX), {}), **metrics}
         lines.append(
             f"{model:<44}{metrics.get('roc_auc', float('nan')):>10.4f}{metrics['log_loss']:>10.4f}"
-            f"{metrics.get('pr_auc', float('nan')):>10.4f}{int(metrics.get('count', 0)):>8}"
+            f"{metrics.get('pr_auc', float('nan')):>10.4f}{int(metrics.get('count', 0)):>10}"
         )
     return "\n".join(lines)
 
