@@ -88,7 +88,7 @@ def time_steps(args: argparse.Namespace, batches: list[dict], data, recipe: tupl
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     try:
         for batch in batches[: args.warmup]:
