@@ -71,27 +71,11 @@ def write_log(path: Path, num_users: int, num_items: int, seed: int) -> dict:
 
 
 def build_model(folder: Path, items: list[str], hidden_size: int, layers: int, max_length: int, seed: int) -> Path:
-    """A masked-behavior folder with random weights over ``items`` (as tests/test_inference.py builds one)."""
-    import torch
+    """A masked-behavior folder with random weights over ``items`` (bench_inference's, as tests/test_inference.py
+    builds one)."""
+    from bench_inference import build_folder
 
-    import seqbert
-
-    tokenizer = seqbert.BehaviorTokenizer(items=items, max_length=max_length)
-    config = seqbert.SeqBertConfig(
-        vocab_size=tokenizer.vocab_size,
-        num_special_tokens=tokenizer.num_special_tokens,
-        num_behaviors=tokenizer.num_behaviors,
-        num_time_buckets=tokenizer.num_time_buckets,
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=4 * hidden_size,
-        max_position_embeddings=max_length,
-    )
-    torch.manual_seed(seed)
-    seqbert.SeqBertForMaskedBehaviorModeling(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_folder(folder, items, hidden_size, layers, max_length, seed=seed)
 
 
 def run_command(command: list[str]) -> dict:

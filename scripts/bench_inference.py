@@ -39,8 +39,8 @@ from seqbert.inference import Recommender
 EVENT_TYPES = ("view", "click", "search", "cart", "fav", "purchase")
 
 
-def build_folder(folder: Path, num_items: int, hidden: int, layers: int, max_length: int) -> Path:
-    items = [f"i{i:06d}" for i in range(num_items)]
+def build_folder(folder: Path, items: list[str], hidden: int, layers: int, max_length: int, seed: int = 0) -> Path:
+    """A masked-behavior model folder with random weights over ``items`` (speed does not depend on training)."""
     tokenizer = seqbert.BehaviorTokenizer(items=items, max_length=max_length)
     config = seqbert.SeqBertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -53,7 +53,7 @@ def build_folder(folder: Path, num_items: int, hidden: int, layers: int, max_len
         intermediate_size=4 * hidden,
         max_position_embeddings=max_length,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     seqbert.SeqBertForMaskedBehaviorModeling(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python scripts/bench_inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build_folder(Path(tmp) / "model", args.num_items, args.hidden_size, args.layers, args.max_length)
+        items = [f"i{i:06d}" for i in range(args.num_items)]
+        folder = build_folder(Path(tmp) / "model", items, args.hidden_size, args.layers, args.max_length)
         onnx_path = export_onnx(folder, Path(tmp) / "model.onnx")
         import onnxruntime as ort
 
