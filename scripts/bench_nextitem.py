@@ -48,6 +48,11 @@ logger = logging.getLogger("bench_nextitem")
 # recipe's choice for the data (recorded in each model folder's results.json and card).
 RECIPE_FILES = {"seqbert": "nextitem_auto", "seqbert-causal": "nextitem_auto_causal"}
 RECIPES: dict[str, list[str]] = {model: ["--config", str(RECIPES_DIR / f"{name}.yaml")] for model, name in RECIPE_FILES.items()}
+RECBOLE_MODELS = {"recbole-sasrec": "SASRec", "recbole-bert4rec": "BERT4Rec"}
+"""RecBole 1.2.1 baselines (trained by scripts/recbole_nextitem_runner.py in the venv of --recbole-python), the same
+size as the recipe (hidden 128, 2 layers, 4 heads, inner 512, dropout 0.2, max length 50), RecBole's defaults
+otherwise (full-softmax CE over every prefix, Adam 1e-3, batch 256; BERT4Rec mask ratio 0.2)."""
+ALL_MODELS = [*RECIPES, *RECBOLE_MODELS]
 SHARED_DATASETS: dict[str, tuple[str, str]] = {
     "beauty": ("amazon_s3rec/Beauty.txt", "amazon_s3rec"),
     "lastfm": ("s3rec_lastfm_yelp/LastFM.txt", "amazon_s3rec"),
@@ -85,7 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--timestamp-unit", default=None, help="auto | s | ms | iso.")
     group.add_argument("--event-alias", action="append", metavar="RAW=CANONICAL", help="Map a raw event name to a canonical one (repeatable).")
     parser.add_argument("--work-dir", required=True, help="Folder for prepared data, model folders, results and plots (one subfolder per dataset).")
-    parser.add_argument("--models", nargs="+", default=list(RECIPES), choices=list(RECIPES), help="Models to train (default: all).")
+    parser.add_argument(
+        "--models", nargs="+", default=list(RECIPES), choices=ALL_MODELS,
+        help=f"Models to train (default: {' '.join(RECIPES)}). recbole-sasrec / recbole-bert4rec need --recbole-python.",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Training seeds, one run per model and seed (default: 0 1 2).")
     parser.add_argument("--time-budget-minutes", type=float, default=60.0, help="Wall-time cap of each training run, validation included (default: 60).")
     parser.add_argument(
@@ -101,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sampled-negatives", type=int, default=100, help="Negatives per user for the labelled sampled-metrics column (0: skip; default: 100).")
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals (default: 1000).")
     parser.add_argument("--extra-train-args", default="", help="Extra options appended to every training command (quoted string; they override the recipe).")
+    parser.add_argument(
+        "--recbole-python", default="/tmp/recbole-venv/bin/python",
+        help="Python of a separate venv with recbole==1.2.1 (see docs/benchmarks.md), for the recbole-* models "
+        "(default: /tmp/recbole-venv/bin/python).",
+    )
+    parser.add_argument("--recbole-max-epochs", type=int, default=300, help="Epoch cap of the RecBole runs; --patience counts their epochs (default: 300).")
+    parser.add_argument("--reuse-finished", action="store_true", help="Train only the runs whose folder holds no finished result; evaluate all (default: retrain every run).")
     parser.add_argument("--skip-training", action="store_true", help="Only evaluate the finished model folders in --work-dir (runs without one are left out).")
     parser.add_argument("--results-file", default=None, help="Also write the summary lines (dataset, model, seed, test_ndcg@10, test_hr@10, train_seconds) here, replacing it.")
     parser.add_argument(
@@ -162,17 +177,62 @@ def train_command(args: argparse.Namespace, data_dir: Path, model: str, seed: in
     return command + args.extra_train_args.split()
 
 
+def recbole_command(args: argparse.Namespace, data_dir: Path, model: str, seed: int, output_dir: Path, threads: int) -> list[str]:
+    """The RecBole runner's command for one run; writes its data (once per dataset), config and spec first."""
+    from bench_speed import _yaml, convert_to_atomic, recbole_config
+
+    from seqbert.prepared import PreparedData
+    from seqbert.training.recipes import BASE_RECIPE, MAX_LENGTH
+
+    atomic = data_dir.parent / "recbole_data"
+    if not (atomic / "seqbert" / "seqbert.inter").exists():
+        convert_to_atomic(data_dir, atomic)
+    size = argparse.Namespace(
+        max_length=args.max_length or MAX_LENGTH, hidden_size=BASE_RECIPE["hidden_size"], num_layers=2,
+        num_heads=BASE_RECIPE["num_attention_heads"], inner_size=BASE_RECIPE["intermediate_size"],
+        dropout=BASE_RECIPE["hidden_dropout_prob"], epochs=args.recbole_max_epochs, batch_size=args.batch_size or 256,
+        learning_rate=1e-3, eval_batch_size=256, seed=seed,
+    )  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_file = output_dir / "recbole.yaml"
+    config_file.write_text(_yaml(recbole_config(size)) + "\n")
+    spec = {
+        "config_file": str(config_file), "model": RECBOLE_MODELS[model], "data_path": str(atomic) + "/",
+        "dataset_name": "seqbert", "catalog": PreparedData.load(data_dir).tokenizer.items,
+        "max_epochs": args.recbole_max_epochs, "patience": args.patience,
+        "time_budget_seconds": args.time_budget_minutes * 60, "threads": threads, "work_dir": str(output_dir),
+        "output": str(output_dir / RECBOLE_RESULT),
+    }  # fmt: skip
+    (output_dir / "spec.json").write_text(json.dumps(spec))
+    return [args.recbole_python, str(Path(__file__).with_name("recbole_nextitem_runner.py")), str(output_dir / "spec.json")]
+
+
+RECBOLE_RESULT = "recbole_result.json"
+
+
+def finished(model: str, folder: Path) -> bool:
+    return (folder / (RECBOLE_RESULT if model in RECBOLE_MODELS else "results.json")).exists()
+
+
 def train_all(args: argparse.Namespace, runs: list[tuple[Path, str, int, Path]]) -> None:
     """Run the training commands of every dataset in one pool, ``--parallel`` at a time, each with its own log file."""
     from seqbert.training.parallel import run_in_parallel
 
     threads = args.threads_per_run or max(1, (os.cpu_count() or 1) // args.parallel)
-    commands = [(train_command(args, data_dir, model, seed, folder), folder) for data_dir, model, seed, folder in runs]
+    if args.reuse_finished:
+        runs = [run for run in runs if not finished(run[1], run[3])]
+    commands = [
+        (recbole_command(args, data_dir, model, seed, folder, threads) if model in RECBOLE_MODELS
+         else train_command(args, data_dir, model, seed, folder), folder)
+        for data_dir, model, seed, folder in runs
+    ]  # fmt: skip
     run_in_parallel(commands, args.parallel, threads=threads, poll_seconds=2.0)
 
 
 def validation_curve(folder: Path) -> list[tuple[int, float]]:
     """(optimizer step, validation NDCG@10) of every validation in a run's logs."""
+    if (folder / RECBOLE_RESULT).exists():
+        return [(point["step"], point["val_ndcg@10"]) for point in json.loads((folder / RECBOLE_RESULT).read_text())["curve"]]
     points = []
     log = folder / "logs" / "metrics.jsonl"
     for line in log.read_text().splitlines() if log.exists() else []:
@@ -217,7 +277,9 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
     num_items = tokenizer.vocab_size - tokenizer.num_special_tokens
     targets = np.asarray(test_rows["target_ids"])
     negatives = None
-    if args.sampled_negatives:
+    if args.sampled_negatives >= num_items:
+        logger.warning("--sampled-negatives %d needs a catalog of more items (%d here): no sampled metrics", args.sampled_negatives, num_items)
+    elif args.sampled_negatives:
         train_ids = encode_for_pretraining(data.splits["train"], tokenizer, max_length)
         flat = train_ids.with_format("arrow")["input_ids"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
         counts = np.bincount(flat, minlength=tokenizer.vocab_size)[tokenizer.num_special_tokens :]
@@ -228,14 +290,17 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
         variants = collect_rank_variants(scorer, batches, num_special_tokens=tokenizer.num_special_tokens, sampled_negatives=negatives)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
+        return record_of(name, seed, variants, time.perf_counter() - started, extra)
+
+    def record_of(name: str, seed: int | None, variants: dict[str, np.ndarray], seconds: float | None, extra: dict) -> dict:
         record = {
             "model": name, "seed": seed,
             "protocol": "leave-one-out; full ranking over all training-vocabulary items; pessimistic ties; history kept",
             "test": ranking_metrics(variants["full"], num_items=num_items),
             "test_ci95": ranking_intervals(variants["full"], num_items=num_items, n_resamples=args.bootstrap),
             "test_history_removed": ranking_metrics(variants["history_removed"], num_items=num_items),
-            "eval_seconds_full_catalog": round(seconds, 3), "eval_users": int(len(targets)), "catalog_items": num_items,
+            "eval_seconds_full_catalog": None if seconds is None else round(seconds, 3),
+            "eval_users": int(len(variants["full"])), "catalog_items": num_items,
             **extra,
         }  # fmt: skip
         if "sampled" in variants:
@@ -252,8 +317,18 @@ def evaluate_all(args: argparse.Namespace, data_dir: Path, runs: list[tuple[str,
         extra = {"train_wall_seconds": fit_seconds, "train_seconds": fit_seconds, "fit_note": "popularity and Markov fitted together"}
         records.append(score(name, lambda batch, s=scorer: s({k: v.cpu() for k, v in batch.items()}).to(device), None, extra))
     for model_name, seed, folder in runs:
-        if args.skip_training and not (folder / "results.json").exists():
+        if args.skip_training and not finished(model_name, folder):
             logger.warning("--skip-training: no finished run in %s; left out", folder)
+            continue
+        if model_name in RECBOLE_MODELS:
+            result = json.loads((folder / RECBOLE_RESULT).read_text())
+            if result["catalog_items"] != num_items or len(result["test_ranks"]) != len(targets):
+                raise SystemExit(f"{folder}: RecBole ranked {len(result['test_ranks'])} users over {result['catalog_items']} "
+                                 f"items; this data has {len(targets)} test users and {num_items} items.")  # fmt: skip
+            variants = {"full": np.asarray(result["test_ranks"]), "history_removed": np.asarray(result["test_ranks_history_removed"])}
+            extra = {key: result[key] for key in ("validation_ndcg@10", "epochs", "best_epoch", "stopped_because", "train_seconds", "wall_seconds", "num_parameters", "train_examples")}
+            extra.update(train_wall_seconds=result["wall_seconds"], system="RecBole 1.2.1", recipe=(folder / "recbole.yaml").read_text())
+            records.append(record_of(model_name, seed, variants, None, extra))
             continue
         model = SeqBertForMaskedBehaviorModeling.from_pretrained(folder).to(device).eval()
         summary = json.loads((folder / "results.json").read_text())
@@ -322,7 +397,10 @@ def plot_curves(runs: list[tuple[str, int, Path]], path: Path, title: str) -> No
     plt.close(figure)
 
 
-SUMMARY_MODEL_NAMES = {"seqbert": "seqbert", "seqbert-causal": "seqbert_causal", "markov": "markov", "popularity": "popularity"}
+SUMMARY_MODEL_NAMES = {
+    "seqbert": "seqbert", "seqbert-causal": "seqbert_causal", "markov": "markov", "popularity": "popularity",
+    "recbole-sasrec": "recbole_sasrec", "recbole-bert4rec": "recbole_bert4rec",
+}  # fmt: skip
 
 
 def summary_lines(records: list[dict]) -> list[dict]:

@@ -113,3 +113,43 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
     assert abs(rescored["causal"]["validation_ndcg@10"] - seqbert["validation_ndcg@10"]) < 1e-9
     assert rescored["causal"]["test"] == seqbert["test"]
     assert rescored["mask"]["test"] != seqbert["test"]
+
+    # RecBole baselines: their runner (scripts/recbole_nextitem_runner.py, RecBole venv only) writes ranks; the bench
+    # writes its data, config and spec, then scores those ranks with the same metric code as every other model.
+    sys.path.insert(0, str(SCRIPT.parent))
+    import bench_nextitem
+
+    args = bench_nextitem.parse_args(["lastfm", "--shared-data", str(shared), "--work-dir", str(work), "--max-length", "12"])
+    folder = work / "lastfm" / "models" / "recbole-sasrec-seed0"
+    command = bench_nextitem.recbole_command(args, work / "lastfm" / "prepared", "recbole-sasrec", 0, folder, 1)
+    spec = json.loads((folder / "spec.json").read_text())
+    assert command[-1] == str(folder / "spec.json") and spec["model"] == "SASRec" and spec["work_dir"] == str(folder)
+    from seqbert.prepared import PreparedData
+
+    catalog = PreparedData.load(work / "lastfm" / "prepared").tokenizer.items
+    assert spec["catalog"] == catalog and len(catalog) == seqbert["catalog_items"]
+    config = (folder / "recbole.yaml").read_text()
+    assert "hidden_size: 128" in config and "MAX_ITEM_LIST_LENGTH: 12" in config and "seed: 0" in config
+    inter = (work / "lastfm" / "recbole_data" / "seqbert" / "seqbert.inter").read_text().splitlines()
+    assert inter[0] == "user_id:token\titem_id:token\ttimestamp:float" and len({line.split("\t")[0] for line in inter[1:]}) == 90
+    miss = len(catalog) + 1
+    result = {
+        "model": "SASRec", "epochs": 3, "best_epoch": 2, "validation_ndcg@10": 0.3, "stopped_because": "max_epochs",
+        "train_seconds": 1.0, "wall_seconds": 2.0, "num_parameters": 10, "train_examples": 400, "catalog_items": len(catalog),
+        "test_ranks": [1] * 45 + [miss] * 45, "test_ranks_history_removed": [miss] * 90,
+        "curve": [{"epoch": e, "step": 10 * e, "val_ndcg@10": 0.1 * e} for e in (1, 2, 3)],
+    }  # fmt: skip
+    (folder / "recbole_result.json").write_text(json.dumps(result))
+    finished_before = (work / "lastfm" / "models" / "seqbert-seed0" / "results.json").stat().st_mtime
+    lines, table = bench(work, ["lastfm", str(csv)], shared, "--models", "seqbert", "recbole-sasrec", "--reuse-finished")
+    assert (work / "lastfm" / "models" / "seqbert-seed0" / "results.json").stat().st_mtime == finished_before  # not retrained
+    recbole = next(r for r in lines if r["model"] == "recbole-sasrec" and not r.get("aggregate"))
+    assert recbole["test"]["ndcg@10"] == 0.5 and recbole["test"]["hr@10"] == 0.5 and recbole["test_history_removed"]["hr@20"] == 0.0
+    assert recbole["best_epoch"] == 2 and recbole["system"] == "RecBole 1.2.1" and recbole["eval_seconds_full_catalog"] is None
+    assert "recbole_sasrec" in table and bench_nextitem.validation_curve(folder) == [(10, 0.1), (20, 0.2), (30, 0.30000000000000004)]
+    result["test_ranks"] = result["test_ranks"][:-1]  # another user set: refused, not silently compared
+    (folder / "recbole_result.json").write_text(json.dumps(result))
+    failed = subprocess.run([sys.executable, str(SCRIPT), "lastfm", "--shared-data", str(shared), "--work-dir", str(work),
+                             "--models", "recbole-sasrec", "--skip-training", "--seeds", "0", "--max-length", "12"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    assert failed.returncode != 0 and "RecBole ranked 89 users" in failed.stderr
