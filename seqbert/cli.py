@@ -1,4 +1,4 @@
-"""The ``seqbert`` command: demo · prepare · pretrain · finetune · evaluate · recommend · embed · export · serve · push.
+"""The ``seqbert`` command: demo · prepare · pretrain · finetune · evaluate · recommend · embed · explain · export · serve · push.
 
 ``pretrain`` and ``finetune`` run in this process (one CPU / GPU); for several processes or GPUs,
 run the same modules under ``accelerate launch -m seqbert.training.pretrain …`` (the demo does).
@@ -30,7 +30,7 @@ def _pairs(values: Sequence[str] | None, option: str) -> dict[str, str]:
 def add_read_options(parser: argparse.ArgumentParser) -> None:
     """The options that say how to read an event log (format, column mapping, event names, timestamps).
 
-    ``prepare``, ``recommend`` and ``embed`` share them; :func:`read_options_from_args` turns them into
+    ``prepare``, ``recommend``, ``embed`` and ``explain`` share them; :func:`read_options_from_args` turns them into
     the ``read_options`` of :func:`seqbert.data.readers.read_events` (or a ``--dataset-format`` reader).
     """
     from .data.formats import FORMATS, describe_formats
@@ -409,6 +409,70 @@ def run_batch_scoring(args: argparse.Namespace) -> dict:
     return {"output": args.output, **counts, "seconds": seconds}
 
 
+def add_explain_parser(commands: argparse._SubParsersAction) -> None:
+    """``explain``: which of one user's events drove a prediction (:mod:`seqbert.explain`)."""
+    from .explain import DEFAULT_STEPS, METHODS
+
+    parser = commands.add_parser(
+        "explain", help="Which of one user's events drove a purchase probability or an item's score: top events + timeline PNG.",
+        description="Read LOG like `seqbert recommend` reads it (same options below), take USER_ID's events in time order, "
+        "and attribute the model's prediction to them (Classifier.explain / Recommender.explain: integrated gradients "
+        "over the item, event-type and time embeddings, with Captum; pip install 'seqbert[explain]'). Prints the "
+        "prediction, its baseline and the events with the largest |attribution| (logit units, split into parts), and "
+        "writes the user's timeline coloured by attribution. Scores describe the model, not the shop: see 'Reading an "
+        "explanation' in docs/using-and-serving.md.",
+    )  # fmt: skip
+    parser.add_argument("model_dir", metavar="MODEL",
+                        help="Saved SeqBERT folder: masked-behavior (explains an item's score) or fine-tuned classifier "
+                        "(explains the probability).")  # fmt: skip
+    parser.add_argument("--events", required=True, metavar="LOG", help="Event log holding the user's events, in any format seqbert prepare reads (required).")
+    parser.add_argument("--user", required=True, metavar="USER_ID", help="The user whose prediction is explained (required).")
+    parser.add_argument("--item", metavar="ITEM",
+                        help="Masked-behavior folder: the item whose score is explained (default: the user's top "
+                        "recommendation). Item-conversion / click classifier: the candidate item (required there).")  # fmt: skip
+    parser.add_argument("--query-timestamp", type=int, metavar="UNIX_SECONDS", help="Classifier: the prediction time (default: the user's last event).")
+    parser.add_argument("--candidate-events", type=int, metavar="N",
+                        help="Classifier fine-tuned with candidate popularity: the candidate's event count, all users, "
+                        "before the prediction time (default: none).")  # fmt: skip
+    parser.add_argument("--method", default="integrated_gradients", choices=METHODS, help="Attribution method (default: %(default)s).")
+    parser.add_argument("--n-steps", type=int, default=DEFAULT_STEPS, help="Integration points of integrated gradients (default: %(default)s).")
+    parser.add_argument("--top", type=int, default=10, help="Events printed, largest |attribution| first (default: %(default)s).")
+    parser.add_argument("--output", metavar="PNG", help="Timeline PNG to write, replaced if it exists (default: explanation-USER_ID.png in the current folder).")
+    parser.add_argument("--json", metavar="FILE", help="Also write the whole explanation (Explanation.to_dict) as JSON to FILE (default: none).")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0 (default: %(default)s).")
+    add_read_options(parser)
+
+
+def run_explain(args: argparse.Namespace) -> dict:
+    """``seqbert explain``: wiring only; the work is in :mod:`seqbert.explain` and :func:`seqbert.plots.plot_explanation`."""
+    from . import batch_scoring
+    from .explain import format_top_events, load_explainer, user_events
+    from .inference import Recommender
+    from .plots import plot_explanation
+
+    if args.top < 1 or args.n_steps < 1:
+        raise SystemExit(f"seqbert explain: error: --top and --n-steps must be >= 1, got {args.top} and {args.n_steps}.")
+    output = Path(args.output or f"explanation-{args.user}.png")
+    batch_scoring.check_paths(args.model_dir, args.events, output, overwrite=True)
+    model = load_explainer(args.model_dir, device=args.device)
+    sequences = batch_scoring.read_user_sequences(args.events, read_options=read_options_from_args(args, "explain"),
+                                                  dataset_format=args.dataset_format)  # fmt: skip
+    events = user_events(sequences, args.user)
+    options = {"method": args.method, "n_steps": args.n_steps}
+    if isinstance(model, Recommender):
+        if args.query_timestamp is not None or args.candidate_events is not None:
+            raise SystemExit("seqbert explain: error: --query-timestamp and --candidate-events apply to classifier folders.")
+        explanation = model.explain(events, args.item or model.recommend(events, k=1).item_ids[0], **options)
+    else:
+        explanation = model.explain(events, args.query_timestamp, args.item, candidate_events=args.candidate_events, **options)
+    print(format_top_events(explanation, args.top))
+    plot_explanation(explanation, path=output, title=f"User {args.user}: why {explanation.target}")
+    if args.json:
+        Path(args.json).write_text(explanation.to_json(indent=2) + "\n", encoding="utf-8")
+    print(f"Wrote {output}" + (f" and {args.json}" if args.json else ""))
+    return explanation.to_dict()
+
+
 def add_model_use_parsers(commands: argparse._SubParsersAction) -> None:
     """``export onnx|embeddings``, ``serve`` and ``push``: using and sharing a trained model folder."""
     export = commands.add_parser("export", help="Export a model folder: ONNX next-item scorer, item embeddings.")
@@ -431,7 +495,10 @@ def add_model_use_parsers(commands: argparse._SubParsersAction) -> None:
 
     serve = commands.add_parser(
         "serve", help="HTTP service: /health, /recommend (masked-behavior folder) or /predict (classifier folder).",
-        description="FastAPI + uvicorn (pip install 'seqbert[serve]'). Requests are validated; limits give clear 4xx errors.",
+        description="FastAPI + uvicorn (pip install 'seqbert[serve]'). Requests are validated with the event rules of "
+        "`seqbert prepare`; limits give clear 4xx errors. Concurrent requests are scored together (dynamic "
+        "micro-batching) from a bounded queue: 503 + Retry-After when it is full. SIGTERM drains: no new connections, "
+        "every accepted request answered, then exit. Guide: docs/using-and-serving.md.",
     )
     serve.add_argument("model_dir", help="Saved SeqBERT folder (masked-behavior or classifier).")
     serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: loopback only).")
@@ -440,8 +507,30 @@ def add_model_use_parsers(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-events", type=int, default=1000, help="Most events accepted per request (422 above).")
     serve.add_argument("--max-k", type=int, default=1000, help="Largest k accepted (422 above).")
     serve.add_argument("--max-body-bytes", type=int, default=1_000_000, help="Largest request body (413 above).")
-    serve.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice).")
+    serve.add_argument("--threads", type=int,
+                       help="torch intra-op threads per worker (default: its share of the CPU cores less one for its "
+                       "event loop, at least 1; with --batching off and one worker, torch's choice).")
     serve.add_argument("--max-lifetime", type=float, help="Stop by itself after this many seconds (tests, benchmarks).")
+    from . import serve as serving  # standard library only until a server starts
+
+    serve.add_argument("--workers", type=int, default=1,
+                       help="Processes serving the port (each loads the model; Linux: one SO_REUSEPORT socket each).")
+    serve.add_argument("--batching", choices=["on", "off"], default="on",
+                       help="off: one request per forward pass behind a lock, unbounded waiting (the server before "
+                       "micro-batching, for comparison).")
+    serve.add_argument("--max-batch-size", type=int, default=serving.DEFAULT_MAX_BATCH_SIZE,
+                       help="Most requests scored in one forward pass.")
+    serve.add_argument("--max-batch-delay-ms", type=float, default=serving.DEFAULT_MAX_BATCH_DELAY_MS,
+                       help="How long a batch may wait to fill after its oldest request arrived (0: take what is "
+                       "queued whenever the model is free).")
+    serve.add_argument("--max-queue", type=int, default=serving.DEFAULT_MAX_QUEUE,
+                       help="Most requests waiting for the model; beyond, 503 with Retry-After at once.")
+    serve.add_argument("--request-timeout", type=float, default=serving.DEFAULT_REQUEST_TIMEOUT_S,
+                       help="Seconds a request may take in all: 503 if it was not started by then, 504 if its "
+                       "forward pass had started.")
+    serve.add_argument("--api-key-env", metavar="NAME",
+                       help="Require `Authorization: Bearer <key>` on every endpoint but /health, the key read from "
+                       "environment variable NAME (never from the command line).")
 
     push = commands.add_parser(
         "push", help="Validate a model folder and upload it to the Hugging Face Hub.",
@@ -470,13 +559,13 @@ def run_model_use(args: argparse.Namespace) -> int:
         elif command == "serve":
             from .serve import serve
 
-            if args.threads:
-                import torch
-
-                torch.set_num_threads(args.threads)
             serve(
                 args.model_dir, host=args.host, port=args.port, device=args.device, max_events=args.max_events,
                 max_k=args.max_k, max_body_bytes=args.max_body_bytes, max_lifetime_seconds=args.max_lifetime,
+                threads=args.threads, workers=args.workers, api_key_env=args.api_key_env,
+                log_level=args.log_level.lower(), batching=args.batching == "on", max_batch_size=args.max_batch_size,
+                max_batch_delay_ms=args.max_batch_delay_ms, max_queue=args.max_queue,
+                request_timeout=args.request_timeout,
             )
         elif command == "push":
             from .hub import push_folder
@@ -505,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_evaluate_parser(commands)
     add_batch_scoring_parsers(commands)
+    add_explain_parser(commands)
     add_model_use_parsers(commands)
     state_defaults(parser)
     return parser
@@ -561,6 +651,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_batch_scoring(args)
             except (BatchScoringError, InvalidEventsError) as error:  # e.g. an event type the model does not know
                 print(f"seqbert {args.command}: error: {error}", file=sys.stderr)
+                return 2
+        elif args.command == "explain":
+            try:
+                run_explain(args)
+            except (ValueError, ImportError, OSError) as error:  # unknown user or item, no Captum, unreadable folder
+                print(f"seqbert explain: error: {error}", file=sys.stderr)
                 return 2
         elif args.command == "demo":
             from .demo import run_demo

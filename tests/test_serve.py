@@ -89,15 +89,19 @@ def folders(tmp_path_factory):
     return build_model_folders(tmp_path_factory.mktemp("models"), seed=2)
 
 
-@pytest.fixture(scope="module", params=["in-process", pytest.param("subprocess", marks=pytest.mark.slow)])
+@pytest.fixture(
+    scope="module", params=["in-process", "in-process-lock", pytest.param("subprocess", marks=pytest.mark.slow)]
+)
 def server(request, folders, tmp_path_factory):
-    """A recommender server on loopback: uvicorn in a thread of this process (fast), or `seqbert serve` in a
-    subprocess through the CLI (what users run; it stops itself after --max-lifetime at the latest)."""
+    """A recommender server on loopback: uvicorn in a thread of this process (fast; micro-batching, or one request
+    at a time behind a lock as before micro-batching), or `seqbert serve` in a subprocess through the CLI (what users
+    run; it stops itself after --max-lifetime at the latest)."""
     port = free_port()
-    if request.param == "in-process":
+    if request.param.startswith("in-process"):
         from seqbert.serve import create_app
 
-        app = create_app(folders[0], max_events=MAX_EVENTS, max_k=MAX_K, max_body_bytes=MAX_BODY)
+        app = create_app(folders[0], max_events=MAX_EVENTS, max_k=MAX_K, max_body_bytes=MAX_BODY,
+                         batching=request.param == "in-process")  # fmt: skip
         uvicorn_server, thread = _run_in_thread(app, port)
         try:
             yield port, wait_until_healthy(port)
@@ -152,7 +156,7 @@ def events_body(n: int, event_type: str = "view") -> list[dict]:
 
 def test_health(server):
     _, health = server
-    assert health["status"] == "ok" and health["kind"] == "recommender"
+    assert health["status"] == "ok" and health["kind"] == "recommender" and health["queue_depth"] == 0
     assert health["num_items"] == len(ITEMS) and health["max_events"] == MAX_EVENTS and health["max_k"] == MAX_K
 
 
@@ -248,5 +252,9 @@ def test_serve_stops_by_itself(folders):
     from seqbert.serve import serve
 
     start = time.monotonic()
-    serve(folders[0], host="127.0.0.1", port=free_port(), max_lifetime_seconds=1.0, log_level="warning")
+    import torch
+
+    threads = torch.get_num_threads()  # serve() sets the process's torch threads: keep this process's
+    serve(folders[0], host="127.0.0.1", port=free_port(), max_lifetime_seconds=1.0, log_level="warning",
+          threads=threads)  # fmt: skip
     assert time.monotonic() - start < 30

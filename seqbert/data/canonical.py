@@ -64,6 +64,40 @@ _DROP_BAD_TS = hint("bad_timestamps='drop'", "--bad-timestamps drop")
 _DROP_UNKNOWN = hint("unknown_events='drop'", "--unknown-events drop")
 
 
+def timestamp_problem(seconds: float, now: float | None = None) -> str | None:
+    """Why ``seconds`` (unix seconds) is a bad timestamp, or ``None`` when it is a good one: ``"is negative"``,
+    ``"is before 1990-01-01"`` (:data:`MIN_TIMESTAMP`) or ``"is more than 1 day in the future"`` (over
+    :data:`FUTURE_TOLERANCE_S` after ``now``, default the current time). The one rule of
+    :func:`to_canonical_events` (``seqbert prepare``, column-wise) and of ``seqbert serve`` (each request)."""
+    if seconds < 0:
+        return "is negative"
+    if seconds < MIN_TIMESTAMP:
+        return "is before 1990-01-01"
+    if seconds > (time.time() if now is None else now) + FUTURE_TOLERANCE_S:
+        return "is more than 1 day in the future"
+    return None
+
+
+def recorded_event_aliases(protocol: Mapping[str, Any] | None) -> dict[str, str]:
+    """The event-type aliases ``seqbert prepare`` applied to a model's data (raw name, stripped and lower-cased →
+    canonical type): the defaults (:data:`~seqbert.data.schema.DEFAULT_EVENT_ALIASES`), those of its
+    ``--dataset-format`` and its ``--event-alias`` options, as recorded in ``protocol["source"]`` (the
+    ``split_protocol.json`` of a model folder; ``None`` or a protocol without a source: the defaults)."""
+    source = (protocol or {}).get("source") or {}
+    extra = dict((source.get("read_options") or {}).get("event_aliases") or {})
+    if source.get("dataset_format"):
+        import sys
+
+        from .formats import get_reader
+
+        try:
+            module = sys.modules[get_reader(source["dataset_format"]).__module__]
+        except EventDataError:  # a format this version does not know: its aliases are not recorded
+            module = None
+        extra = {**getattr(module, "EVENT_ALIASES", {}), **extra}
+    return _merge_aliases(extra)
+
+
 def _fmt_ts(seconds: float) -> str:
     try:
         return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -509,12 +543,7 @@ def _parse_timestamps(
                 read_as = (
                     f"read as {unit_name}: {_fmt_ts(secs[first])}" if unit_name else f"read as {_fmt_ts(secs[first])}"
                 )
-                if secs[first] < 0:
-                    what = f"is negative ({read_as})"
-                elif too_early[first]:
-                    what = f"is before 1990-01-01 ({read_as})"
-                else:
-                    what = f"is more than 1 day in the future ({read_as})"
+                what = f"{timestamp_problem(secs[first], now)} ({read_as})"
                 if chosen_unit == "s" and too_late[first] and MIN_TIMESTAMP <= secs[first] / 1000 <= max_ts:
                     unit_fix = (
                         "if the column is in milliseconds pass "
@@ -743,6 +772,8 @@ __all__ = [
     "map_event_types",
     "merge_aliases",
     "parse_timestamps",
+    "recorded_event_aliases",
+    "timestamp_problem",
     "to_canonical_events",
     "to_string_ids",
     "try_cast",
