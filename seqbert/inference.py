@@ -14,6 +14,7 @@ model / tokenizer files, so that :mod:`seqbert.pipelines` can be copied into a m
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -264,6 +265,17 @@ def scale_tabular_features(state: Mapping[str, Any], features: Any) -> torch.Ten
     return torch.as_tensor(scaled, dtype=torch.float32)
 
 
+def _explain_module() -> Any:
+    """:mod:`seqbert.explain`, imported by name on first use: a model folder copies this file without it (remote
+    code), and transformers requires every ``from .x import`` of a copied file to be in the folder."""
+    try:
+        return importlib.import_module(".explain", __package__)
+    except ModuleNotFoundError as error:
+        if not str(error.name).endswith("explain"):
+            raise
+        raise ImportError("explain needs the seqbert package: pip install 'seqbert[explain]'.") from None
+
+
 def _chunks(events: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(events), size):
         yield events[start : start + size]
@@ -505,6 +517,12 @@ class Recommender:
             raise ValueError(f"candidates has {len(candidates)} lists for {num_users} users.")
         return list(candidates)
 
+    def explain(self, events: Any, item_id: str, **options: Any) -> Any:
+        """Why ``item_id`` gets its score for one user: one attribution per event (item, event type and time parts),
+        an :class:`seqbert.explain.Explanation`; see :func:`seqbert.explain.explain_recommendation` for ``options``
+        (``method``, ``n_steps``). Needs Captum (``pip install 'seqbert[explain]'``)."""
+        return _explain_module().explain_recommendation(self, events, item_id, **options)
+
     # ----------------------------------------------------------------- embeddings
     def embed_users(self, events: Any) -> np.ndarray:
         """User vectors: the encoder's hidden state at the appended ``[MASK]`` (after the final LayerNorm).
@@ -650,11 +668,16 @@ class Classifier:
             encoded.inputs["tabular_features"] = scale_tabular_features(self.model.config.tabular_scaler, tabular_features).to(self.device)
         return encoded
 
+    def logits(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """`(batch, num_labels)` logits of encoded inputs, with autograd (:meth:`label_probabilities` runs it
+        without; :meth:`explain` differentiates it)."""
+        names = (*MODEL_INPUT_NAMES, "candidate_match_ids", "candidate_log_popularity", "tabular_features")
+        return self.model(**{name: inputs[name] for name in names if name in inputs}).logits.float()
+
     @torch.no_grad()
     def label_probabilities(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """`(batch, num_labels)` probabilities of encoded inputs (a one-logit model: ``[1 - p, p]``)."""
-        names = (*MODEL_INPUT_NAMES, "candidate_match_ids", "candidate_log_popularity", "tabular_features")
-        logits = self.model(**{name: inputs[name] for name in names if name in inputs}).logits.float()
+        logits = self.logits(inputs)
         if logits.shape[-1] == 1:
             positive = torch.sigmoid(logits[:, 0])
             return torch.stack([1 - positive, positive], dim=-1)
@@ -725,6 +748,13 @@ class Classifier:
         if isinstance(predictions, Prediction):
             return predictions.probability
         return np.array([p.probability for p in predictions], dtype=np.float64)
+
+    def explain(self, events: Any, query_timestamp: int | None = None, candidate: str | None = None, **options: Any) -> Any:
+        """Why one user gets their probability: one attribution per event (item, event type and time parts), an
+        :class:`seqbert.explain.Explanation`; see :func:`seqbert.explain.explain_prediction` for ``options``
+        (``method``, ``n_steps``, ``candidate_category``, ``candidate_events``, ``tabular_features``). Needs Captum
+        (``pip install 'seqbert[explain]'``)."""
+        return _explain_module().explain_prediction(self, events, query_timestamp, candidate, **options)
 
 
 Predictor = Classifier  # alias

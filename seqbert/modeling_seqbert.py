@@ -765,7 +765,6 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
             next_item_loss=next_item_loss,
         )
 
-    @torch.no_grad()
     def next_item_queries(
         self,
         input_ids: torch.Tensor,
@@ -780,7 +779,8 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         Bidirectional, by ``config.next_item_query``: ``"mask"``, the appended ``[MASK]``'s state;
         ``"causal"``, the last event's state in a left-to-right pass of the same weights; ``"mask+causal"``,
         the mean of both (so the scores are the mean of both passes' logits). Causal model: the last
-        event's state, the appended mask hidden.
+        event's state, the appended mask hidden. Differentiable, like :meth:`next_item_logits`: run it under
+        ``torch.no_grad()`` for inference (:meth:`next_item_scores` does).
         """
         if attention_mask is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
@@ -855,6 +855,17 @@ class SeqBertForMaskedBehaviorModeling(SeqBertPreTrainedModel):
         Column ``j`` is token id ``j + num_special_tokens``. Only the last position is decoded. With
         ``config.repeat_bias_buckets`` the repeat-aware term (:meth:`next_item_history`) is added.
         """
+        return self.next_item_logits(input_ids, behavior_ids, time_ids, attention_mask)
+
+    def next_item_logits(
+        self,
+        input_ids: torch.Tensor,
+        behavior_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`next_item_scores` with autograd: the same computation, differentiable with respect to the
+        embeddings (attribution methods such as ``seqbert.explain`` take its gradients)."""
         queries = self.next_item_queries(input_ids, behavior_ids, time_ids, attention_mask)
         scores = self.head.item_logits(queries, self.item_output_weights())
         history = self.next_item_history(input_ids, behavior_ids, attention_mask)

@@ -1,4 +1,5 @@
-"""PNG plots for model cards and reports: training curves, model comparison bars, reliability diagrams.
+"""PNG plots for model cards and reports: training curves, model comparison bars, reliability diagrams,
+explained predictions and their faithfulness curves.
 
 Figures are drawn with matplotlib's object-oriented API on an Agg canvas, so nothing here touches pyplot's
 global state or opens a window, whatever the configured backend.
@@ -258,6 +259,97 @@ def plot_reliability_comparison(
     return _save(fig, path, title or "Reliability diagram")
 
 
+def plot_explanation(explanation: Any, *, path: str | Path, title: str = "", max_events: int = 40) -> Path:
+    """One user's timeline with each event coloured by its attribution (:class:`seqbert.explain.Explanation`).
+
+    One row per event, oldest at the top, labelled with its time (UTC), event type and item; the bar is its
+    attribution in logit units, coloured on a diverging scale centred on 0 (red raised the prediction, blue
+    lowered it, white did nothing). The header gives the prediction, the baseline and the method.
+
+    Args:
+        explanation: an ``Explanation`` or its ``to_dict()``.
+        path: where to write the PNG.
+        title: figure title (default: the explained target).
+        max_events: show only the most recent events beyond this many (the header counts the others).
+
+    Returns:
+        The PNG path.
+    """
+    from datetime import datetime, timezone
+
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    data = explanation.to_dict() if hasattr(explanation, "to_dict") else dict(explanation)
+    events = list(data["events"])[-max_events:] if max_events > 0 else []
+    hidden = len(data["events"]) - len(events)
+    values = np.array([float(event["attribution"]) for event in events])
+    limit = float(np.abs(values).max(initial=0.0)) or 1.0
+    norm, cmap = Normalize(-limit, limit), colormaps["RdBu_r"]  # symmetric limits: white is exactly 0
+
+    fig = _figure(width=9.0, height=1.8 + 0.3 * max(len(events), 1))
+    ax = fig.subplots()
+    if events:
+        rows = np.arange(len(events))
+        ax.barh(rows, values, color=cmap(norm(values)), edgecolor="#4d4d4d", linewidth=0.4)
+        width = max(len(str(e["item_id"])[:24]) for e in events)  # equal-length labels line up
+        labels = [
+            f"{datetime.fromtimestamp(int(e['timestamp']), tz=timezone.utc):%Y-%m-%d %H:%M}  {str(e['event_type'])[:8]:<8}  "
+            f"{str(e['item_id'])[:24]:<{width}}"
+            for e in events
+        ]
+        ax.set_yticks(rows, labels, fontsize=8, family="monospace")
+        ax.invert_yaxis()  # oldest on top, like a log
+        ax.set_xlim(-1.15 * limit, 1.15 * limit)
+    else:
+        ax.text(0.5, 0.5, "no events", transform=ax.transAxes, ha="center", va="center", color="gray")
+    ax.axvline(0.0, color="gray", linewidth=0.8)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_xlabel("attribution (logit units; > 0 raised the prediction)")
+    ax.set_ylabel("event time (UTC), type, item")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="attribution", shrink=min(0.8, 6.0 / max(len(events), 1)))
+    kind = (f"probability {data['prediction']:.4f}" if data.get("rank") is None
+            else f"score {data['prediction']:.3f} (rank {data['rank']})")  # fmt: skip
+    header = (f"{kind}; logit {data['logit']:+.3f} = baseline {data['baseline_logit']:+.3f} + events {values.sum():+.3f}\n"
+              f"{data['method'].replace('_', ' ')}")  # fmt: skip
+    if hidden:
+        header += f"; {hidden} older events not shown"
+    ax.set_title(header, fontsize=9)
+    return _save(fig, path, title or f"Why {data['target']}")
+
+
+def plot_deletion_curves(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    *,
+    path: str | Path,
+    xlabel: str = "k (events)",
+    ylabel: str = "mean change of the prediction",
+    title: str = "",
+    columns: int = 2,
+) -> Path:
+    """Faithfulness curves: one subplot per panel (e.g. per model and measure, ``columns`` a row), one line per
+    strategy (e.g. removing the top-attributed, random or most recent events), ``{panel: {label: (ks, values)}}``."""
+    if not panels:
+        raise ValueError("panels is empty: give at least one {label: (xs, ys)} mapping.")
+    columns = max(1, min(columns, len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    fig = _figure(width=5.5 * columns, height=0.8 + 3.6 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (name, lines) in zip(axes, panels.items()):
+        for label, (xs, ys) in lines.items():
+            ax.plot(list(xs), list(ys), marker="o", markersize=3, linewidth=1.5, label=label)
+        ax.axhline(0.0, color="gray", linewidth=0.8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path, title)
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
@@ -278,4 +370,12 @@ def _save(fig: Figure, path: str | Path, title: str) -> Path:
     return path
 
 
-__all__ = ["DPI", "plot_curves", "plot_metric_bars", "plot_reliability", "plot_reliability_comparison"]
+__all__ = [
+    "DPI",
+    "plot_curves",
+    "plot_deletion_curves",
+    "plot_explanation",
+    "plot_metric_bars",
+    "plot_reliability",
+    "plot_reliability_comparison",
+]

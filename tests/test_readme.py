@@ -13,8 +13,8 @@ How blocks are run. Each file gets its own temporary working directory holding a
 random model folders at ``runs/demo/seqbert-pretrained`` and ``runs/demo/seqbert-purchase``.
 
 - ```python blocks are executed in order, in one namespace per file. Marked ones are only compiled.
-- In unmarked ```bash blocks every command is run: ``seqbert prepare`` and ``seqbert export`` through the CLI;
-  any other command there fails the test (mark the block instead).
+- In unmarked ```bash blocks every command is run: ``seqbert prepare``, ``seqbert export`` and ``seqbert explain``
+  through the CLI; any other command there fails the test (mark the block instead).
 - In marked ```bash blocks, every ``seqbert ...``, ``accelerate launch ... -m seqbert.training.*``,
   ``torchrun ... -m seqbert.training.*`` and ``python scripts/<name>.py ...`` command has its options parsed
   (an unknown or malformed flag fails) but is not run; other commands (``curl``) are skipped.
@@ -48,7 +48,7 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
 MARKER = re.compile(r"^<!--\s*needs:\s*(data|gpu|ci)\s*-->\s*$")
 DEMO_ITEMS = [f"i{i:05d}" for i in range(100)]
-RUN_COMMANDS = {("seqbert", "prepare"), ("seqbert", "export")}
+RUN_COMMANDS = {("seqbert", "prepare"), ("seqbert", "export"), ("seqbert", "explain")}
 TRAINING_MODULES = {
     "seqbert.training.pretrain": (TrainingArguments, ModelArguments, PretrainArguments),
     "seqbert.training.finetune": (TrainingArguments, ModelArguments, FinetuneArguments),
@@ -218,6 +218,7 @@ def test_code_blocks_run(page, workspace, tmp_path, monkeypatch, capsys):
     assert ran + parsed > 0 or not blocks, f"{page.name}: no block was run or checked"
     if page.name == "using-and-serving.md":
         assert (work / "model.onnx").is_file() and (work / "items.parquet").is_file()
+        assert (work / "why.png").is_file() and (work / "why-purchase.png").is_file()  # seqbert explain's timelines
         output = capsys.readouterr().out
         assert "i000" in output and "event(s) with items unknown to the model" in output
         assert namespace["result"].unknown_events == 1
