@@ -263,6 +263,7 @@ def test_exposure_warning():
 
 def test_serve_warns_on_a_public_address_without_a_key(folders, monkeypatch, caplog):
     import seqbert.serve as serving
+    import seqbert.serving.launch
 
     class NoServer:  # nothing is bound: the test stops before uvicorn would listen
         def __init__(self, app, **options):
@@ -271,7 +272,7 @@ def test_serve_warns_on_a_public_address_without_a_key(folders, monkeypatch, cap
         def run(self):
             return None
 
-    monkeypatch.setattr(serving, "_uvicorn_server", NoServer)
+    monkeypatch.setattr(seqbert.serving.launch, "_uvicorn_server", NoServer)  # where serve() starts uvicorn
     threads = torch.get_num_threads()  # serve() sets the process's torch threads: keep this process's
     with caplog.at_level(logging.WARNING, logger="seqbert.serve"):
         serving.serve(folders[0], host="0.0.0.0", port=free_port(), threads=threads)
