@@ -498,7 +498,8 @@ def add_model_use_parsers(commands: argparse._SubParsersAction) -> None:
         description="FastAPI + uvicorn (pip install 'seqbert[serve]'). Requests are validated with the event rules of "
         "`seqbert prepare`; limits give clear 4xx errors. Concurrent requests are scored together (dynamic "
         "micro-batching) from a bounded queue: 503 + Retry-After when it is full. SIGTERM drains: no new connections, "
-        "every accepted request answered, then exit. Guide: docs/using-and-serving.md.",
+        "every accepted request answered, then exit. `\"explain\": true` in a request adds the per-event "
+        "attributions of the answer (pip install 'seqbert[explain]'). Guide: docs/using-and-serving.md.",
     )
     serve.add_argument("model_dir", help="Saved SeqBERT folder (masked-behavior or classifier).")
     serve.add_argument("--host", default="127.0.0.1", help="Interface to bind (default: loopback only).")
