@@ -420,7 +420,7 @@ def add_explain_parser(commands: argparse._SubParsersAction) -> None:
         "over the item, event-type and time embeddings, with Captum; pip install 'seqbert[explain]'). Prints the "
         "prediction, its baseline and the events with the largest |attribution| (logit units, split into parts), and "
         "writes the user's timeline coloured by attribution. Scores describe the model, not the shop: see 'Reading an "
-        "explanation' in docs/using-and-serving.md.",
+        "explanation' in docs/explaining.md.",
     )  # fmt: skip
     parser.add_argument("model_dir", metavar="MODEL",
                         help="Saved SeqBERT folder: masked-behavior (explains an item's score) or fine-tuned classifier "

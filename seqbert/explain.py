@@ -32,7 +32,7 @@ on items already in the history, ``config.repeat_bias_buckets``) is exactly addi
 the ``"repeat"`` part of the events of the explained item.
 
 Attributions describe the model's computation, not the shop: see "Reading an explanation" in
-docs/using-and-serving.md.
+docs/explaining.md.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ def workspace(tmp_path_factory) -> Path:
 
 def test_every_guide_exists_and_has_code():
     names = {path.name for path in DOCS}
-    for name in ("README.md", "data.md", "training.md", "purchase-and-click.md", "using-and-serving.md",
+    for name in ("README.md", "data.md", "training.md", "purchase-and-click.md", "using-and-serving.md", "explaining.md",
                  "scaling.md", "evaluation.md", "benchmarks.md"):
         assert name in names, f"docs/{name} is missing"
     for path in PAGES:
@@ -216,9 +216,10 @@ def test_code_blocks_run(page, workspace, tmp_path, monkeypatch, capsys):
             assert cli.main(words[1:]) == 0, words
             ran += 1
     assert ran + parsed > 0 or not blocks, f"{page.name}: no block was run or checked"
+    if page.name == "explaining.md":
+        assert (work / "why.png").is_file() and (work / "why-purchase.png").is_file()  # seqbert explain's timelines
     if page.name == "using-and-serving.md":
         assert (work / "model.onnx").is_file() and (work / "items.parquet").is_file()
-        assert (work / "why.png").is_file() and (work / "why-purchase.png").is_file()  # seqbert explain's timelines
         output = capsys.readouterr().out
         assert "i000" in output and "event(s) with items unknown to the model" in output
         assert namespace["result"].unknown_events == 1
