@@ -54,7 +54,8 @@ def bench(work: Path, datasets: list[str], shared: Path, *options: str) -> tuple
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    records = [json.loads(line) for name in ("lastfm", "shop") for line in (work / name / "results.jsonl").read_text().splitlines()]
+    names = [Path(dataset).stem.lower() for dataset in datasets]
+    records = [json.loads(line) for name in names for line in (work / name / "results.jsonl").read_text().splitlines()]
     return records, result.stdout
 
 
@@ -106,7 +107,7 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
     # exactly (same rows, ranking and users); with the [MASK] query the test metrics change.
     rescored = {}
     for query in ("causal", "mask"):
-        lines, _ = bench(work, ["lastfm", str(csv)], shared, "--models", "seqbert", "--skip-training", "--next-item-query", query)
+        lines, _ = bench(work, ["lastfm"], shared, "--models", "seqbert", "--skip-training", "--next-item-query", query)
         rescored[query] = next(r for r in lines if r["model"] == "seqbert" and r["dataset"] == "lastfm" and not r.get("aggregate"))
         assert rescored[query]["next_item_query"] == query
         assert rescored[query]["validation_ndcg@10_training_query"] == seqbert["validation_ndcg@10"]
@@ -141,7 +142,7 @@ def test_bench_nextitem_trains_ranks_and_rescores_with_another_query(tmp_path):
     }  # fmt: skip
     (folder / "recbole_result.json").write_text(json.dumps(result))
     finished_before = (work / "lastfm" / "models" / "seqbert-seed0" / "results.json").stat().st_mtime
-    lines, table = bench(work, ["lastfm", str(csv)], shared, "--models", "seqbert", "recbole-sasrec", "--reuse-finished")
+    lines, table = bench(work, ["lastfm"], shared, "--models", "seqbert", "recbole-sasrec", "--reuse-finished")
     assert (work / "lastfm" / "models" / "seqbert-seed0" / "results.json").stat().st_mtime == finished_before  # not retrained
     recbole = next(r for r in lines if r["model"] == "recbole-sasrec" and not r.get("aggregate"))
     assert recbole["test"]["ndcg@10"] == 0.5 and recbole["test"]["hr@10"] == 0.5 and recbole["test_history_removed"]["hr@20"] == 0.0
