@@ -33,9 +33,19 @@ class BatchScoringError(ValueError):
     """A problem with the command's inputs or output path; the message names the path and the fix."""
 
 
-def check_paths(model_dir: str | Path, events: str | Path, output: str | Path, *, overwrite: bool = False) -> None:
-    """Fail early, with one clear line, on a missing model folder or log, or an existing output."""
-    model_dir, events, output = Path(model_dir), Path(events), Path(output)
+def check_paths(
+    model_dir: str | Path, events: str | Path | list[str | Path], output: str | Path, *, overwrite: bool = False
+) -> None:
+    """Fail early, with one clear line, on a missing model folder or log, or an existing output.
+
+    ``events`` may be a folder, glob, URI or list (:mod:`seqbert.data.shards`): those are checked when read.
+    """
+    from .data.shards import GLOB_CHARS, is_uri
+
+    if not isinstance(events, (str, Path)) or is_uri(str(events)) or any(c in str(events) for c in GLOB_CHARS):
+        events = None
+    model_dir, output = Path(model_dir), Path(output)
+    events = None if events is None else Path(events)
     if not (model_dir / "config.json").is_file():
         what = f"{model_dir} is not a model folder (no config.json)"
         if not model_dir.is_dir():
@@ -44,7 +54,7 @@ def check_paths(model_dir: str | Path, events: str | Path, output: str | Path, *
             f"{what}; pass a folder saved by `seqbert pretrain` "
             "(config.json, model.safetensors and the tokenizer), e.g. runs/demo/seqbert-pretrained."
         )
-    if not events.exists():
+    if events is not None and not events.exists():
         raise BatchScoringError(f"event log {events} does not exist; pass the log file to score with --events.")
     if output.exists() and not overwrite:
         raise BatchScoringError(
@@ -72,7 +82,7 @@ def load_recommender(model_dir: str | Path, *, device: str = "cpu", batch_size: 
 
 
 def read_user_sequences(
-    path: str | Path, *, read_options: Mapping[str, Any] | None = None, dataset_format: str | None = None
+    path: str | Path | list[str | Path], *, read_options: Mapping[str, Any] | None = None, dataset_format: str | None = None
 ) -> pa.Table:
     """One row per user (ordered by id): ``user_id`` and time-ordered ``item_ids``, ``event_types``, ``timestamps``.
 
@@ -93,7 +103,9 @@ def read_user_sequences(
         from .data.formats import read_dataset
 
         events = read_dataset(dataset_format, path, **read_options)
-    cleaned, _ = clean_events(events, min_user_events=1, source=Path(path).name)  # logs what it dropped
+    from .data.shards import input_name
+
+    cleaned, _ = clean_events(events, min_user_events=1, source=input_name(path))  # logs what it dropped
     try:
         sequences = to_arrow(build_sequences(cleaned, session_gap_seconds=None))
     except ValueError as error:  # no events left

@@ -27,6 +27,21 @@ def _pairs(values: Sequence[str] | None, option: str) -> dict[str, str]:
     return pairs
 
 
+INPUT_HELP = (
+    "a file, a folder of shards (read recursively; files starting with '.' or '_', such as _SUCCESS and .crc, "
+    "are skipped; Hive folders key=value become columns), a glob (quote it: 'logs/dt=2024-05-*/*.parquet') or a "
+    "URI (file://, s3://, gs://, abfs://, memory://, through fsspec); several may be given, read in order. All "
+    "files of one input must have the same format"
+)
+
+
+def _input_arg(values: str | Sequence[str]) -> str | list[str]:
+    """One input as given (a string), several as a list (:mod:`seqbert.data.shards`)."""
+    if isinstance(values, str):
+        return values
+    return values[0] if len(values) == 1 else list(values)
+
+
 def add_read_options(parser: argparse.ArgumentParser) -> None:
     """The options that say how to read an event log (format, column mapping, event names, timestamps).
 
@@ -151,9 +166,27 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
         description="Read an event log (csv/tsv/parquet/jsonl, optionally .gz), clean it with a per-reason drop "
         "report, build per-user sequences, split without leakage and fit the tokenizer on the train split only.",
     )
-    parser.add_argument("input", help="Event log file.")
+    parser.add_argument("input", nargs="+", help="The event log: " + INPUT_HELP + ".")
     parser.add_argument("--output-dir", required=True, help="Folder to write the prepared data to.")
     add_read_options(parser)
+    parser.add_argument(
+        "--since", metavar="TIME",
+        help="Keep events at or after TIME: an ISO date or datetime (UTC unless it has a zone, e.g. 2024-05-01 or "
+        "2024-05-01T06:00:00+02:00) or epoch seconds. Rows read outside the window are counted as "
+        "outside_time_window in the drop report; parquet row groups and Hive partitions that cannot hold such "
+        "events are not read, and protocol.json lists what was skipped (default: no lower bound).",
+    )
+    parser.add_argument(
+        "--until", metavar="TIME",
+        help="Keep events strictly before TIME (same forms as --since) (default: no upper bound).",
+    )
+    parser.add_argument(
+        "--partition-time-column", metavar="NAME",
+        help="Hive partition field holding ISO dates (dt for dt=2024-05-01/) that --since/--until prune whole "
+        "partitions by; a partition is kept if its date is within a day of the window, so local-time partitions "
+        "are safe (default: detected when exactly one partition field holds ISO dates, or when --column "
+        "timestamp=FIELD names a partition field).",
+    )
     parser.add_argument(
         "--split", default="leave_one_out", choices=["leave_one_out", "temporal"],
         help="Evaluation protocol. With 'temporal' the count rules below (--min-user-events, --min-item-support, "
@@ -182,6 +215,14 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
         "--partitions", type=int, metavar="K",
         help="Prepare a log larger than memory: stream it into K user partitions on disk and prepare one at a "
         "time (same result as in memory; about 0.5 GB of RAM per million events of one partition).",
+    )
+    parser.add_argument(
+        "--output-shards", type=int, metavar="N",
+        help="Write every split and the sequences as N parquet shards each (dataset/{train,validation,test}/"
+        "part-NNNNN.parquet, sequences/part-NNNNN.parquet; same rows, order, columns and Arrow types; protocol.json "
+        "records the layout and each shard's rows) instead of the Arrow layout. Training reads either; `seqbert "
+        "pretrain --streaming` trains from the shards without loading the train split (docs/scaling-data.md). "
+        "Default: the Arrow layout.",
     )
     parser.add_argument("--session-gap-minutes", type=float, default=30.0, help="Inactivity gap that starts a new session.")
     parser.add_argument(
@@ -250,16 +291,36 @@ def run_prepare(args: argparse.Namespace) -> dict:
         input_hash=args.input_hash,
     )
     read_options = read_options_from_args(args, "prepare")
+    window = {"since": args.since, "until": args.until, "partition_time_column": args.partition_time_column}
+    read_options.update({key: value for key, value in window.items() if value is not None})
+    several = not isinstance(args.input, str) and len(args.input) > 1
+    if args.dataset_format and (several or any(value is not None for value in window.values())):
+        raise SystemExit(
+            "seqbert prepare: error: --dataset-format reads one file; it does not take several inputs or "
+            "--since/--until/--partition-time-column."
+        )
+    args.input = _input_arg(args.input)
     if args.partitions:
         if args.dataset_format:
             raise SystemExit("seqbert prepare: error: --partitions reads generic files; it does not take --dataset-format.")
         from .data.partitioned import prepare_partitioned
 
-        prepared = prepare_partitioned(args.input, options, args.output_dir, args.partitions, read_options=read_options)
+        if args.output_shards:  # the partitions are assembled in the Arrow layout first, beside the output
+            import shutil
+
+            staging = Path(f"{args.output_dir}.arrow-staging")
+            prepared = prepare_partitioned(args.input, options, staging, args.partitions, read_options=read_options)
+            prepared.save(args.output_dir, shards=args.output_shards)
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            prepared = prepare_partitioned(args.input, options, args.output_dir, args.partitions, read_options=read_options)
     else:
         prepared = prepare_file(
-            args.input, options, output_dir=args.output_dir, read_options=read_options, dataset_format=args.dataset_format
+            args.input, options, output_dir=None if args.output_shards else args.output_dir, read_options=read_options,
+            dataset_format=args.dataset_format,
         )
+        if args.output_shards:
+            prepared.save(args.output_dir, shards=args.output_shards)
     summary = {
         "output_dir": args.output_dir,
         "drop_report": prepared.drop_report,
@@ -369,7 +430,10 @@ def add_batch_scoring_parsers(commands: argparse._SubParsersAction) -> None:
     for name, summary in summaries.items():
         parser = commands.add_parser(name, help=summary, description=descriptions[name] + common)
         parser.add_argument("model_dir", metavar="MODEL", help="Saved SeqBERT masked-behavior folder (seqbert pretrain's output).")
-        parser.add_argument("--events", required=True, metavar="LOG", help="Event log to score, in any format seqbert prepare reads (required).")
+        parser.add_argument(
+            "--events", required=True, nargs="+", metavar="LOG",
+            help="Event log to score, in any format seqbert prepare reads: " + INPUT_HELP + " (required).",
+        )
         parser.add_argument("--output", required=True, help="The .parquet file to write; refused if it exists, unless --overwrite (required).")
         if name == "recommend":
             parser.add_argument("--k", type=int, default=100, help="Items per user; fewer if the catalog or --exclude-seen runs out (default: %(default)s).")
@@ -392,6 +456,7 @@ def run_batch_scoring(args: argparse.Namespace) -> dict:
         raise SystemExit(f"seqbert {command}: error: --batch-size must be >= 1, got {args.batch_size}.")
     if command == "recommend" and args.k < 1:
         raise SystemExit(f"seqbert {command}: error: --k must be >= 1, got {args.k}.")
+    args.events = _input_arg(args.events)
     batch_scoring.check_paths(args.model_dir, args.events, args.output, overwrite=args.overwrite)
     read_options = read_options_from_args(args, command)
     start = time.perf_counter()

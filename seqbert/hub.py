@@ -185,7 +185,7 @@ def render_model_card(folder: str | Path, *, kind: str, context: Mapping[str, An
         "base_model": context.get("base_model"),
         "model_config_rows": _kv_rows(context.get("model_config")),
         **_data_tables(context.get("data_stats")),
-        "split_rows": _kv_rows(context.get("split_protocol")),
+        "split_rows": _kv_rows(_compact_sources(context.get("split_protocol"))),
         "training_rows": _kv_rows(context.get("training_args")),
         **_recipe_tables(context.get("recipe"), context.get("schedule"), context.get("training_args")),
         "evaluation_notes": context.get("evaluation_notes")
@@ -315,6 +315,25 @@ def _cell(value: Any, *, thousands: bool = False) -> str:
     elif isinstance(value, (list, tuple, set)):
         value = ", ".join(_cell(v) for v in value)
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _compact_sources(protocol: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The protocol with a multi-file input's per-shard lists (``source.shards``,
+    ``source.time_window.files_skipped``) counted instead of listed: the card stays small for
+    thousands of shards; split_protocol.json keeps them all."""
+    source = (protocol or {}).get("source")
+    if not isinstance(source, Mapping) or not ("shards" in source or "time_window" in source):
+        return protocol
+    source = dict(source)
+    if isinstance(source.get("shards"), list):
+        shards = source["shards"]
+        total = sum(int(shard.get("bytes") or 0) for shard in shards)
+        source["shards"] = f"{len(shards)} files, {total:,} bytes (listed with their hashes in split_protocol.json)"
+    if isinstance(source.get("time_window"), Mapping):
+        window = dict(source["time_window"])
+        window["files_skipped"] = len(window.get("files_skipped") or [])
+        source["time_window"] = window
+    return {**protocol, "source": source}
 
 
 def _pretty_key(key: Any) -> str:

@@ -20,6 +20,7 @@ from datasets import Dataset
 from .data.arrow import item_counts, to_arrow
 from .data.cleaning import DropReport, clean_events
 from .data.readers import read_events
+from .data.shards import InputRecord, add_window_drops, input_name, is_multi, shard_digest, source_record
 from .data.sequences import (
     DEFAULT_SESSION_GAP_SECONDS,
     build_sequences,
@@ -273,13 +274,25 @@ def prepare_file(
 ) -> PreparedData:
     """Read ``path`` (see :func:`seqbert.data.readers.read_events` for ``read_options``) and prepare it.
 
+    ``path`` may also be a folder of shards, a glob, a URI or a list of these, and ``read_options``
+    may hold a time window (``since`` / ``until`` / ``partition_time_column``): see
+    :mod:`seqbert.data.shards`. ``protocol.json["source"]`` then lists every file read with its
+    size and content hash (``shards``), a combined digest, and what the window skipped.
+
     ``dataset_format`` (e.g. ``"taobao"``, see :data:`seqbert.data.formats.FORMATS`) reads the file
     in that public dataset's original format instead, with ``read_options`` as the format's options.
     """
     options = options or PrepareOptions()
     check_tokenizer_options(options)
-    path = Path(path)
     algorithm = check_input_hash(options)
+    if is_multi(path) or any(key in (read_options or {}) for key in WINDOW_OPTIONS):
+        if dataset_format is not None:
+            raise ValueError(
+                f"dataset_format={dataset_format!r} reads one local file: it does not take a folder, glob, URI, "
+                "list or time window (convert the data set to csv/parquet first, or prepare it whole)."
+            )
+        return _prepare_inputs(path, options, algorithm, output_dir=output_dir, read_options=read_options)
+    path = Path(path)
     # The content hash runs in a thread (xxhash and hashlib release the GIL) while the file is
     # parsed and prepared: most stages after the parse use one core, the hash takes the other.
     with ThreadPoolExecutor(1) as pool:
@@ -298,6 +311,50 @@ def prepare_file(
         del events
         prepared = prepare_events(pending.pop(), options, source_name=path.name, source=source)
         prepared.protocol["source"][algorithm] = digest.result()
+    if output_dir is not None:
+        with _stage(f"save to {output_dir}"):
+            prepared.save(output_dir)
+    return prepared
+
+
+WINDOW_OPTIONS = ("since", "until", "partition_time_column")
+"""``read_options`` keys of the read-time time window (:mod:`seqbert.data.shards`)."""
+
+
+def input_source(record: InputRecord, algorithm: str, read_options: Mapping[str, Any], digests: list[str]) -> dict:
+    """``protocol.json["source"]`` of a read through :mod:`seqbert.data.shards`: one file named
+    directly keeps the single-file record (path and content hash); otherwise ``shards`` (path,
+    bytes and hash of each file read) and the combined digest; plus the time window's record."""
+    inputs = record.inputs
+    if inputs.single_file:
+        source = {"path": inputs.given[0], algorithm: digests[0]}
+    else:
+        source = source_record(inputs, digests, algorithm)
+    source["read_options"] = dict(read_options)
+    source.update(record.protocol())
+    return source
+
+
+def _prepare_inputs(
+    path: Any,
+    options: PrepareOptions,
+    algorithm: str,
+    *,
+    output_dir: str | Path | None,
+    read_options: Mapping[str, Any] | None,
+) -> PreparedData:
+    """:func:`prepare_file` of many files, remote files or a time window."""
+    record = InputRecord()
+    events = read_events(path, record=record, **dict(read_options or {}))
+    with ThreadPoolExecutor(1) as pool:
+        # Content hashes of the files read (not of the skipped ones), in a thread while preparing.
+        digests = pool.submit(lambda: [shard_digest(shard, algorithm) for shard in record.inputs.shards])
+        pending = [events]
+        del events
+        name = input_name(path)
+        prepared = prepare_events(pending.pop(), options, source_name=name, source={})
+        prepared.protocol["source"] = input_source(record, algorithm, read_options or {}, digests.result())
+    prepared.drop_report = add_window_drops(prepared.drop_report, record)
     if output_dir is not None:
         with _stage(f"save to {output_dir}"):
             prepared.save(output_dir)
@@ -324,7 +381,15 @@ def format_summary(prepared: PreparedData) -> str:
     lines.append("Split rows: " + ", ".join(f"{k} {v:,}" for k, v in protocol.get("rows", {}).items()))
     digest = input_digest(protocol.get("source", {}))
     if digest:
-        lines.append(f"Input {digest[0]}: {digest[1]}")
+        shards = protocol.get("source", {}).get("shards")
+        lines.append(f"Input {digest[0]}: {digest[1]}" + (f" (combined, {len(shards)} files)" if shards else ""))
+    window = protocol.get("source", {}).get("time_window")
+    if window:
+        lines.append(
+            f"Time window: {window.get('since_iso') or '-'} <= t < {window.get('until_iso') or '-'}; "
+            f"{len(window.get('files_skipped', []))} file(s) and {window.get('row_groups_skipped', 0)} row group(s) "
+            f"skipped unread, {window.get('rows_outside_window_dropped', 0):,} rows read and dropped"
+        )
     if prepared.drop_report:
         lines += ["", DropReport.from_dict(prepared.drop_report).format_table()]
     return "\n".join(lines)
@@ -339,6 +404,7 @@ __all__ = [
     "file_digest",
     "format_summary",
     "input_digest",
+    "input_source",
     "prepare_events",
     "prepare_file",
     "temporal_cutoffs",

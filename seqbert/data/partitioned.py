@@ -53,6 +53,7 @@ from ..tokenization_seqbert import BehaviorTokenizer, stable_hash64
 from .arrow import to_arrow
 from .cleaning import DropReport, clean_events, count_item_support, k_core, per_user_kept
 from .readers import iter_events
+from .shards import InputRecord, add_window_drops, input_name, is_multi, shard_digest
 from .sequences import merge_statistic_pieces
 from .splits import merge_protocols
 
@@ -330,9 +331,10 @@ def prepare_partitioned(
 
     Args:
         path: the event file (read with :func:`~seqbert.data.readers.iter_events` and
-            ``read_options``, the arguments of :func:`~seqbert.data.readers.read_events`), or an
-            iterable of canonical event tables (e.g. a public-dataset reader's batches; then give
-            ``source_name``).
+            ``read_options``, the arguments of :func:`~seqbert.data.readers.read_events`), a folder of
+            shards, a glob, a URI or a list of these (:mod:`seqbert.data.shards`; ``read_options`` may
+            then hold ``since`` / ``until`` / ``partition_time_column``), or an iterable of canonical
+            event tables (e.g. a public-dataset reader's batches; then give ``source_name``).
         options: a :class:`seqbert.prepare.PrepareOptions` (default: its defaults).
         output_dir: the prepared-data folder to write (required: the result is too large to keep
             in memory; it is returned memory-mapped from there).
@@ -370,7 +372,13 @@ def prepare_partitioned(
 
     _check_options(options)
     algorithm = check_input_hash(options)
-    if isinstance(path, (str, Path)):
+    record = None
+    if is_multi_input(path, read_options):  # a folder, glob, URI, list or time window: seqbert.data.shards
+        record = InputRecord()
+        source_name = source_name or input_name(path)
+        batches = iter_events(path, batch_bytes=batch_bytes, record=record, **dict(read_options or {}))
+        source = {}
+    elif isinstance(path, (str, Path)):
         source_name = source_name or Path(path).name
         batches: Iterable[pa.Table] = iter_events(path, batch_bytes=batch_bytes, **dict(read_options or {}))
         source = {"path": str(path), algorithm: None, "read_options": dict(read_options or {})}
@@ -379,7 +387,12 @@ def prepare_partitioned(
 
     try:
         parts = partition_events(batches, work / "events", num_partitions)
-        if algorithm in source:
+        if record is not None:
+            from ..prepare import input_source
+
+            digests = [shard_digest(shard, algorithm) for shard in record.inputs.shards]
+            source = input_source(record, algorithm, read_options or {}, digests)
+        elif algorithm in source:
             source[algorithm] = file_digest(source["path"], algorithm)
         step(f"partitioned {parts.input_rows:,} events into {num_partitions} partitions")
 
@@ -490,7 +503,7 @@ def prepare_partitioned(
             tokenizer=tokenizer,
             protocol=protocol,
             statistics=statistics,
-            drop_report=report.to_dict(),
+            drop_report=add_window_drops(report.to_dict(), record),
         ).save(output_dir)
         for name in OUTPUTS:
             if merged_rows[name]:
@@ -505,6 +518,20 @@ def prepare_partitioned(
     if got != merged_rows:  # pragma: no cover - internal consistency
         raise RuntimeError(f"saved rows {got} differ from the merged rows {merged_rows}")
     return prepared
+
+
+def is_multi_input(path: Any, read_options: Mapping[str, Any] | None) -> bool:
+    """Whether ``path`` / ``read_options`` need :mod:`seqbert.data.shards` (not one local file, or
+    a time window); an iterable of event tables is not."""
+    if any(key in (read_options or {}) for key in ("since", "until", "partition_time_column")):
+        return isinstance(path, (str, Path)) or _is_path_list(path)
+    if isinstance(path, (str, Path)):
+        return is_multi(path)
+    return _is_path_list(path)
+
+
+def _is_path_list(path: Any) -> bool:
+    return isinstance(path, (list, tuple)) and bool(path) and all(isinstance(p, (str, Path)) for p in path)
 
 
 def _check_options(options: Any) -> None:

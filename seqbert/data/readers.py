@@ -58,12 +58,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.json as pj
@@ -106,6 +108,7 @@ from .canonical import (  # noqa: F401 - also re-exported under their former nam
 )
 from .errors import EventDataError
 from .schema import REQUIRED_COLUMNS
+from .shards import InputRecord, Inputs, TimeWindow, is_multi, parquet_row_groups, resolve_inputs
 from .sources import (  # noqa: F401 - re-exported
     COMPRESSION_SUFFIXES,
     FILE_FORMATS,
@@ -190,7 +193,11 @@ def _select_columns(
     delimiter: str | None,
     column_names_given: bool,
 ) -> dict[str, str]:
-    """canonical name -> column name in the file, for every canonical column to read."""
+    """canonical name -> column name in the file, for every canonical column to read.
+
+    The Hive partition fields of ``src`` (a shard of a folder) count as columns of the file.
+    """
+    found = list(found) + [key for key in src.partition if key not in found]
     found_set = set(found)
     selected: dict[str, str] = {}
     missing: list[str] = []
@@ -267,10 +274,10 @@ class _CsvPlan:
     time_col: str | None
 
     def convert_options(self, typed_time: bool) -> pv.ConvertOptions:
-        include = list(dict.fromkeys(self.selected.values()))
+        include = [c for c in dict.fromkeys(self.selected.values()) if c in self.names]  # not partition fields
         # Event types have few distinct values: the parser dictionary-encodes them (in parallel).
         types = {c: pa.dictionary(pa.int32(), pa.string()) if c == self.event_col else pa.string() for c in include}
-        if typed_time and self.time_col is not None:
+        if typed_time and self.time_col in include:
             types[self.time_col] = pa.int64()
         return pv.ConvertOptions(
             include_columns=include,
@@ -396,14 +403,18 @@ def _stream_csv(plan: _CsvPlan) -> Iterator[pa.Table]:
         raise plan.error(e) from None
 
 
-def _read_parquet(src: _Source, column_map: dict[str, str | None]) -> tuple[pa.Table, dict[str, str]]:
+def _read_parquet(
+    src: _Source, column_map: dict[str, str | None], row_groups: list[int] | None = None
+) -> tuple[pa.Table, dict[str, str]]:
     try:
-        pf = pq.ParquetFile(str(src.path))
+        pf = pq.ParquetFile(src.parquet_input())
         names = pf.schema_arrow.names
         selected = _select_columns(names, column_map, src, None, False)
         # Event types have few distinct values: read them dictionary-encoded (mapped per distinct value).
-        pf = pq.ParquetFile(str(src.path), read_dictionary=[selected["event_type"]])
-        table = pf.read(columns=list(dict.fromkeys(selected.values())))
+        dictionary = [selected["event_type"]] if selected["event_type"] in names else None
+        pf = pq.ParquetFile(src.parquet_input(), read_dictionary=dictionary)
+        columns = [c for c in dict.fromkeys(selected.values()) if c in names]  # not partition fields
+        table = pf.read(columns=columns) if row_groups is None else pf.read_row_groups(row_groups, columns=columns)
     except EventDataError:
         raise
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
@@ -489,7 +500,7 @@ def _read_jsonl(src: _Source, column_map: dict[str, str | None]) -> tuple[pa.Tab
         raise _json_syntax_error(src, str(e)) from None
     except (OSError, EOFError) as e:
         raise _io_error(src, e) from None
-    return table.select(list(dict.fromkeys(selected.values()))), selected
+    return table.select([c for c in dict.fromkeys(selected.values()) if c in table.column_names]), selected
 
 
 # ---------------------------------------------------------------------------------------- public API
@@ -505,13 +516,20 @@ def read_events(
     timestamp_unit: str = "auto",
     unknown_events: str = "error",
     bad_timestamps: str = "error",
+    since: Any = None,
+    until: Any = None,
+    partition_time_column: str | None = None,
+    record: InputRecord | None = None,
 ) -> datasets.Dataset:
     """Read an event log into a :class:`datasets.Dataset` in the canonical schema.
 
     Args:
         path: the file. Suffixes ``.csv``, ``.tsv``/``.tab``, ``.parquet``/``.pq``,
             ``.jsonl``/``.ndjson``/``.json`` (JSON Lines), each optionally followed by ``.gz``,
-            ``.bz2`` or ``.zst`` (not for parquet).
+            ``.bz2`` or ``.zst`` (not for parquet). Also a folder of shards, a glob, a URI
+            (``s3://``, ``gs://``, ``memory://``, ...) or a list of these: see
+            :mod:`seqbert.data.shards` (Hive partition fields become columns; the files are read in
+            order and ``row_index`` runs on across them).
         file_format: ``csv``, ``tsv``, ``parquet`` or ``jsonl``; ``None`` infers it from the suffix.
         column_map: canonical name -> column name in the file, e.g. ``{"user_id": "visitorid"}``.
             Columns already named canonically need no entry. Map an optional canonical column to
@@ -529,6 +547,13 @@ def read_events(
             :func:`~seqbert.data.cleaning.clean_events` to drop and count.
         bad_timestamps: ``error`` raises on unparsable / before-1990 / future timestamps; ``drop``
             keeps those rows with a null ``timestamp`` flagged in ``_bad_timestamp``.
+        since: keep events at or after this time (ISO date/datetime, UTC without a zone, or epoch
+            seconds); default no bound. Rows read outside the window are counted in ``record``.
+        until: keep events strictly before this time (same forms); default no bound.
+        partition_time_column: the Hive partition field (ISO dates) that prunes whole partitions
+            by ``since``/``until``; default: detected (see :mod:`seqbert.data.shards`).
+        record: an :class:`~seqbert.data.shards.InputRecord` to fill with what was read and
+            skipped (for ``protocol.json``).
 
     Returns:
         The events in file order: canonical columns (required + optional ones present), int64
@@ -539,6 +564,11 @@ def read_events(
         EventDataError: for any problem with the file or its values, naming the file, row, column,
             value and the fix.
     """
+    if is_multi(path) or since is not None or until is not None or partition_time_column is not None:
+        return _read_inputs(
+            path, file_format, column_map, column_names, delimiter, encoding, event_aliases, timestamp_unit,
+            unknown_events, bad_timestamps, TimeWindow.of(since, until), partition_time_column, record,
+        )  # fmt: skip
     src, cmap, aliases = _setup(
         path, file_format, column_map, column_names, delimiter, encoding, event_aliases,
         timestamp_unit, unknown_events, bad_timestamps,
@@ -604,6 +634,10 @@ def iter_events(
     bad_timestamps: str = "error",
     batch_bytes: int = 8 << 20,
     batch_rows: int = 1 << 20,
+    since: Any = None,
+    until: Any = None,
+    partition_time_column: str | None = None,
+    record: InputRecord | None = None,
 ) -> Iterator[pa.Table]:
     """Read an event log in batches, for logs larger than memory: the tables of :func:`read_events`
     (same arguments, same columns and rules, ``row_index`` global), one batch at a time.
@@ -613,8 +647,16 @@ def iter_events(
     them to parquet for logs larger than memory). Differences from :func:`read_events`, only for
     unusual files: ``timestamp_unit="auto"`` decides seconds vs milliseconds on the first batch with
     numeric timestamps and keeps that unit; with the ``"error"`` policies the error's counts are
-    those of the batch that holds the first bad value.
+    those of the batch that holds the first bad value. ``path``, ``since``, ``until``,
+    ``partition_time_column`` and ``record``: as for :func:`read_events`.
     """
+    if is_multi(path) or since is not None or until is not None or partition_time_column is not None:
+        yield from _iter_inputs(
+            path, file_format, column_map, column_names, delimiter, encoding, event_aliases, timestamp_unit,
+            unknown_events, bad_timestamps, TimeWindow.of(since, until), partition_time_column, record,
+            batch_bytes=batch_bytes, batch_rows=batch_rows,
+        )  # fmt: skip
+        return
     src, cmap, aliases = _setup(
         path, file_format, column_map, column_names, delimiter, encoding, event_aliases,
         timestamp_unit, unknown_events, bad_timestamps,
@@ -656,6 +698,306 @@ def iter_events(
             "has no data rows" + (" (only a header)" if src.header_lines else ""),
             fix="check that the file was written completely.",
         )
+
+
+# ------------------------------------------------------------------------ many files (seqbert.data.shards)
+def _check_options(timestamp_unit: str, unknown_events: str, bad_timestamps: str) -> None:
+    _check_choice("timestamp_unit", timestamp_unit, TIMESTAMP_UNITS, "--timestamp-unit")
+    _check_choice("unknown_events", unknown_events, POLICIES, "--unknown-events")
+    _check_choice("bad_timestamps", bad_timestamps, POLICIES, "--bad-timestamps")
+
+
+def _check_text_options(src: _Source, column_names: Sequence[str] | None, delimiter: str | None) -> None:
+    if column_names is not None and src.fmt not in ("csv", "tsv"):
+        raise src.error(
+            "column_names only applies to csv/tsv files", fix="leave column_names out; use column_map to rename."
+        )
+    if delimiter is not None and src.fmt not in ("csv", "tsv"):
+        raise src.error("delimiter only applies to csv/tsv files", fix="leave delimiter out.")
+
+
+def _resolve(
+    path: Any, file_format: str | None, column_map: Mapping[str, str | None] | None, encoding: str,
+    window: TimeWindow | None, partition_time_column: str | None, record: InputRecord | None,
+) -> tuple[Inputs, dict[str, str | None], InputRecord]:  # fmt: skip
+    cmap = _normalise_column_map(column_map)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise EventDataError(f"unknown encoding {encoding!r}", fix="pass e.g. encoding='utf-8'.") from None
+    inputs = resolve_inputs(
+        path, file_format, window=window, partition_time_column=partition_time_column,
+        timestamp_column=cmap.get("timestamp", "timestamp"),
+    )  # fmt: skip
+    record = record if record is not None else InputRecord()
+    record.inputs = inputs
+    return inputs, cmap, record
+
+
+def _source_batches(
+    src: _Source,
+    cmap: dict[str, str | None],
+    column_names: Sequence[str] | None,
+    delimiter: str | None,
+    timestamp_unit: str,
+    window: TimeWindow | None,
+    record: InputRecord,
+    *,
+    whole: bool,
+    batch_bytes: int = _BLOCK_SIZE,
+    batch_rows: int = 1 << 20,
+) -> tuple[dict[str, str], Iterator[tuple[pa.Table, int]]]:
+    """(selected columns, raw tables with the 0-based file row of their first row) of one file:
+    whole (one table, as :func:`read_events` reads a file) or in batches (as :func:`iter_events`);
+    parquet row groups outside ``window`` are skipped and counted in ``record``."""
+
+    def numbered(tables: Iterable[pa.Table], start: int = 0) -> Iterator[tuple[pa.Table, int]]:
+        for table in tables:
+            yield table, start
+            start += table.num_rows
+
+    if src.fmt in ("csv", "tsv"):
+        if whole:
+            table, selected = _read_csv(src, cmap, column_names, delimiter, integer_timestamps=timestamp_unit != "iso")
+            return selected, iter([(table, 0)])
+        plan = _csv_plan(src, cmap, column_names, delimiter, block_size=int(batch_bytes))
+        return plan.selected, numbered(_stream_csv(plan))
+    if src.fmt == "jsonl":
+        table, selected = _read_jsonl(src, cmap)
+        if whole:
+            return selected, iter([(table, 0)])
+        return selected, numbered(pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=int(batch_rows)))
+    try:
+        pf = pq.ParquetFile(src.parquet_input())
+        names = pf.schema_arrow.names
+        selected = _select_columns(names, cmap, src, None, False)
+        groups = None
+        if window is not None and selected["timestamp"] in names:
+            pruned = parquet_row_groups(src, pf, selected["timestamp"], window, timestamp_unit)
+            if pruned is not None:
+                groups, skipped_rows = pruned
+                record.row_groups_skipped += pf.metadata.num_row_groups - len(groups)
+                record.rows_not_read += skipped_rows
+                if len(groups) == pf.metadata.num_row_groups:
+                    groups = None
+    except EventDataError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError) as e:
+        raise src.error(f"is not a readable Parquet file ({e})", fix="check that it is a complete parquet file.") from None
+    include = [c for c in dict.fromkeys(selected.values()) if c in names]
+    if groups is None:
+        if whole:
+            # As _read_parquet reads a file: event types dictionary-encoded (mapped per distinct value).
+            event_column = selected["event_type"]
+            with _parquet_errors(src):
+                table = pq.ParquetFile(
+                    src.parquet_input(), read_dictionary=[event_column] if event_column in names else None
+                ).read(columns=include)
+            return selected, iter([(table, 0)])
+        return selected, numbered(
+            pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=int(batch_rows), columns=include)
+        )
+    starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)])
+
+    def kept_groups() -> Iterator[tuple[pa.Table, int]]:
+        for group in groups:
+            if whole:
+                yield pf.read_row_group(group, columns=include), int(starts[group])
+            else:
+                batches = pf.iter_batches(batch_size=int(batch_rows), row_groups=[group], columns=include)
+                yield from numbered((pa.Table.from_batches([b]) for b in batches), int(starts[group]))
+
+    return selected, kept_groups()
+
+
+@contextmanager
+def _parquet_errors(src: _Source) -> Iterator[None]:
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise src.error(
+            f"is not a readable Parquet file ({e})",
+            fix="check that it is a complete parquet file, or pass file_format=... for its real format.",
+        ) from None
+
+
+def _shard_events(
+    inputs: Inputs,
+    record: InputRecord,
+    cmap: dict[str, str | None],
+    column_names: Sequence[str] | None,
+    delimiter: str | None,
+    encoding: str,
+    aliases: dict[str, str],
+    timestamp_unit: str,
+    unknown_events: str,
+    bad_timestamps: str,
+    window: TimeWindow | None,
+    *,
+    whole: bool,
+    batch_bytes: int = _BLOCK_SIZE,
+    batch_rows: int = 1 << 20,
+) -> Iterator[pa.Table]:
+    """Canonical tables of every file of ``inputs`` in order (``row_index`` running on across files,
+    error rows counted within each file), filtered by ``window``."""
+    now = time.time()
+    numeric_unit = None
+    base = 0
+    single = len(inputs.shards) == 1
+    warned: set[str] = set()  # a data warning is a WARNING once per input, not once per file
+    for shard in inputs.shards:
+        src = shard.source(encoding)
+        src.warned = warned
+        _check_text_options(src, column_names, delimiter)
+        rows = 0
+        pruned_before = record.row_groups_skipped
+        try:
+            selected, batches = _source_batches(
+                src, cmap, column_names, delimiter, timestamp_unit, window, record,
+                whole=whole, batch_bytes=batch_bytes, batch_rows=batch_rows,
+            )  # fmt: skip
+            for table, start in batches:
+                if table.num_rows == 0:
+                    continue
+                src.row_offset = start
+                out, unit = _to_canonical(
+                    table, selected, src, aliases, timestamp_unit, unknown_events, bad_timestamps, now,
+                    numeric_unit=numeric_unit, row_offset=base + start,
+                )  # fmt: skip
+                numeric_unit = numeric_unit or unit
+                rows = max(rows, start + table.num_rows)
+                record.rows_read += table.num_rows
+                if window is not None:
+                    keep = window.inside(out.column("timestamp"))
+                    outside = int(len(keep) - np.count_nonzero(keep))
+                    if outside:
+                        record.outside_time_window += outside
+                        out = out.filter(pa.array(keep))
+                if out.num_rows:
+                    yield out
+        except EventDataError:
+            raise
+        except (OSError, EOFError) as e:  # includes corrupt / truncated compressed streams
+            raise _io_error(src, e) from None
+        except pa.ArrowException as e:
+            raise src.error(f"could not be read as {src.fmt} ({e})", fix="check the file's format and contents.") from None
+        if rows == 0 and record.row_groups_skipped == pruned_before:
+            if single:
+                raise src.error(
+                    "has no data rows" + (" (only a header)" if src.header_lines else ""),
+                    fix="check that the file was written completely.",
+                )
+            record.empty_shards.append(src.display)
+            logger.warning("%s: no data rows; skipped", src.display)
+        base += rows
+        src.row_offset = 0
+    if record.rows_read == 0 and not single:
+        raise EventDataError(
+            f"none of the {len(inputs.shards)} files has data rows", path=", ".join(inputs.given),
+            fix="check that the export finished and the input is the right one.",
+        )  # fmt: skip
+
+
+def _order_columns(table: pa.Table) -> pa.Table:
+    order = [c for c in (*_CANONICAL, ROW_INDEX, *MARKER_COLUMNS) if c in table.column_names]
+    return table.select(order + [c for c in table.column_names if c not in order])
+
+
+def _read_inputs(
+    path: Any, file_format: str | None, column_map: Mapping[str, str | None] | None,
+    column_names: Sequence[str] | None, delimiter: str | None, encoding: str,
+    event_aliases: Mapping[str, str] | None, timestamp_unit: str, unknown_events: str, bad_timestamps: str,
+    window: TimeWindow | None, partition_time_column: str | None, record: InputRecord | None,
+) -> datasets.Dataset:  # fmt: skip
+    """:func:`read_events` of many files, remote files or a time window (:mod:`seqbert.data.shards`)."""
+    _check_options(timestamp_unit, unknown_events, bad_timestamps)
+    inputs, cmap, record = _resolve(path, file_format, column_map, encoding, window, partition_time_column, record)
+    aliases = _merge_aliases(event_aliases)
+    tables = list(
+        _shard_events(
+            inputs, record, cmap, column_names, delimiter, encoding, aliases, timestamp_unit, unknown_events,
+            bad_timestamps, window, whole=True,
+        )
+    )  # fmt: skip
+    if not tables:
+        raise EventDataError(
+            "no event is inside the time window" if window is not None else "no data rows",
+            path=", ".join(inputs.given),
+            fix="check since / until against the events' times." if window is not None else "check the input.",
+        )
+    out = _order_columns(pa.concat_tables([_order_columns(t) for t in tables], promote_options="default"))
+    logger.info(
+        "%s: read %d events from %d file(s)%s (%s)", ", ".join(inputs.given), out.num_rows, len(inputs.shards),
+        f", {record.outside_time_window:,} outside the time window" if window is not None else "",
+        ", ".join(out.column_names),
+    )  # fmt: skip
+    identity = []
+    for shard in inputs.shards:
+        mtime = Path(shard.path).stat().st_mtime_ns if shard.filesystem is None else None
+        identity.append([shard.display, shard.size, mtime])
+    fingerprint = Hasher.hash(
+        {
+            "transform": "seqbert.read_events",
+            "shards": identity,
+            "options": [
+                file_format, dict(column_map or {}), list(column_names or []), delimiter, encoding,
+                dict(event_aliases or {}), timestamp_unit, unknown_events, bad_timestamps,
+                None if window is None else [window.since, window.until], partition_time_column,
+            ],
+        }
+    )  # fmt: skip
+    return datasets.Dataset(out, fingerprint=fingerprint)
+
+
+def _coalesce(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """Canonical tables joined into batches of at least ``rows`` rows (the last may be smaller):
+    many small shards or row groups would otherwise make as many small batches downstream."""
+    pending: list[pa.Table] = []
+    count = 0
+    for table in tables:
+        pending.append(_order_columns(table))
+        count += table.num_rows
+        if count >= rows:
+            yield pending[0] if len(pending) == 1 else pa.concat_tables(pending, promote_options="default")
+            pending, count = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else pa.concat_tables(pending, promote_options="default")
+
+
+def _iter_inputs(
+    path: Any, file_format: str | None, column_map: Mapping[str, str | None] | None,
+    column_names: Sequence[str] | None, delimiter: str | None, encoding: str,
+    event_aliases: Mapping[str, str] | None, timestamp_unit: str, unknown_events: str, bad_timestamps: str,
+    window: TimeWindow | None, partition_time_column: str | None, record: InputRecord | None,
+    *, batch_bytes: int, batch_rows: int,
+) -> Iterator[pa.Table]:  # fmt: skip
+    """:func:`iter_events` of many files, remote files or a time window."""
+    _check_options(timestamp_unit, unknown_events, bad_timestamps)
+    inputs, cmap, record = _resolve(path, file_format, column_map, encoding, window, partition_time_column, record)
+    aliases = _merge_aliases(event_aliases)
+    schema = None
+    for table in _coalesce(
+        _shard_events(
+            inputs, record, cmap, column_names, delimiter, encoding, aliases, timestamp_unit, unknown_events,
+            bad_timestamps, window, whole=False, batch_bytes=batch_bytes, batch_rows=batch_rows,
+        ),
+        int(batch_rows),
+    ):  # fmt: skip
+        if schema is None:
+            schema = table.schema
+        elif table.schema != schema:  # files with other optional columns: one schema for the whole stream
+            missing = [f for f in schema if f.name not in table.column_names]
+            extra = [f.name for f in table.schema if f.name not in schema.names]
+            if extra:
+                raise EventDataError(
+                    f"has column(s) {extra} that the first files of the input do not have",
+                    path=", ".join(inputs.given),
+                    fix="give every file the same columns, or ignore the optional column: column_map={'price': None}.",
+                )  # fmt: skip
+            for f in missing:
+                table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+            table = table.select(schema.names).cast(schema)
+        yield table
 
 
 def _setup(
@@ -700,7 +1042,13 @@ def _to_canonical(
     row_offset: int = 0,
 ) -> tuple[pa.Table, str | None]:
     """The file's selected columns → :func:`~seqbert.data.canonical.to_canonical_events`."""
-    raw = {canon: table.column(file_col) for canon, file_col in selected.items()}
+    raw = {
+        # A Hive partition field (not in the file): its value, as a string, on every row.
+        canon: table.column(file_col)
+        if file_col in table.column_names
+        else pa.repeat(src.partition[file_col], table.num_rows)
+        for canon, file_col in selected.items()
+    }
     return tuple(
         to_canonical_events(
             raw, src, names=selected, event_aliases=aliases, timestamp_unit=timestamp_unit,

@@ -62,6 +62,8 @@ class Source:
     header_lines: int = 0
     row_offset: int = 0  # data rows before the current batch (streaming reads): row numbers stay global
     warned: set[str] = field(default_factory=set)
+    filesystem: Any = None  # a pyarrow FileSystem for remote files (seqbert.data.shards); None: local
+    partition: dict[str, str] = field(default_factory=dict)  # Hive partition values: extra columns of every row
 
     def warn(self, kind: str, message: str, *args: Any) -> None:
         """Log a data warning; in a streaming read only the first of each kind is a WARNING."""
@@ -71,7 +73,15 @@ class Source:
         logger.log(level, message + suffix, *args)
 
     def stream(self) -> pa.NativeFile:
+        if self.filesystem is not None:
+            return self.filesystem.open_input_stream(str(self.path), compression=self.compression)
         return pa.input_stream(str(self.path), compression=self.compression)
+
+    def parquet_input(self) -> Any:
+        """What ``pyarrow.parquet.ParquetFile`` opens: the local path, or a random-access remote file."""
+        if self.filesystem is not None:
+            return self.filesystem.open_input_file(str(self.path))
+        return str(self.path)
 
     def error(self, message: str, **kwargs: Any) -> EventDataError:
         return EventDataError(message, path=self.display, **kwargs)
