@@ -99,8 +99,47 @@ def fit_next_item_baselines(train_split: Dataset, tokenizer: BehaviorTokenizer) 
     return {"popularity": PopularityRecommender(train_ids, **catalog), "markov": MarkovRecommender(train_ids, **catalog)}
 
 
+def fit_next_item_baselines_from_shards(files: Iterable, tokenizer: BehaviorTokenizer, *, backoff: float = 1e-3) -> dict[str, Callable]:
+    """The scorers of :func:`fit_next_item_baselines` (the same counts), fitted one parquet shard of the train split
+    at a time (``--streaming``): item counts and transition counts are summed over the shards."""
+    import pyarrow.parquet as pq
+
+    from .prepared import PRETRAINING_COLUMNS, pretraining_encoder
+
+    special, num_items = tokenizer.num_special_tokens, tokenizer.vocab_size - tokenizer.num_special_tokens
+    item_counts = np.zeros(num_items, dtype=np.int64)
+    keys, counts = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    for path in files:
+        table = pq.read_table(path, columns=list(PRETRAINING_COLUMNS))
+        if not table.num_rows:
+            continue
+        longest = int(np.diff(table.column("item_ids").combine_chunks().offsets.to_numpy()).max()) + 1
+        ids = pretraining_encoder(tokenizer, longest, None)(table).column("input_ids").combine_chunks()
+        offsets = ids.offsets.to_numpy().astype(np.int64)
+        flat = ids.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].astype(np.int64)
+        offsets -= offsets[0]
+        item_counts += np.bincount(flat[flat >= special] - special, minlength=num_items)
+        same_row = np.ones(len(flat), dtype=bool)
+        same_row[offsets[1:-1][offsets[1:-1] < len(flat)]] = False
+        source, target = flat[:-1], flat[1:]
+        valid = same_row[1:] & (source >= special) & (target >= special)
+        shard_keys, shard_counts = np.unique((source[valid] - special) * num_items + (target[valid] - special), return_counts=True)
+        keys, inverse = np.unique(np.concatenate([keys, shard_keys]), return_inverse=True)
+        counts = np.bincount(inverse, weights=np.concatenate([counts, shard_counts]), minlength=len(keys)).astype(np.int64)
+    popularity = object.__new__(PopularityRecommender)
+    popularity.counts = torch.as_tensor(item_counts, dtype=torch.float32)
+    markov = object.__new__(MarkovRecommender)
+    markov.num_special_tokens = special
+    markov.sources, markov.targets = keys // num_items, keys % num_items
+    markov.counts = counts.astype(np.float32)
+    markov.row_starts = np.searchsorted(markov.sources, np.arange(num_items + 1))
+    markov.backoff_scores = backoff * popularity.counts / max(float(popularity.counts.max()), 1.0)
+    return {"popularity": popularity, "markov": markov}
+
+
 __all__ = [
     "MarkovRecommender",
     "PopularityRecommender",
     "fit_next_item_baselines",
+    "fit_next_item_baselines_from_shards",
 ]

@@ -277,6 +277,16 @@ class PretrainArguments:
                   "event is a Cloze and left-to-right target in every epoch. Default: max_length // 2. 0: one row "
                   "per user, the most recent --max_length events. Validation and test rows are unchanged."},
     )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Train from the parquet shards of a sharded prepared folder (`seqbert prepare --output-shards N`) "
+                  "without loading the train split: each process reads the shards holding its batches one at a time "
+                  "(the next one read and encoded in the background) and encodes them on the fly. Same batches, masks "
+                  "and metrics as in-memory training on the same folder (both order an epoch as shards permuted by "
+                  "seed and epoch, rows shuffled within each shard), and exact resume. Not with --group_by_length, "
+                  "--label_weighting dataset, --item_categories, --negative_sampling_power or --num_workers (they need "
+                  "the whole split); the popularity / Markov baselines are fitted shard by shard."},
+    )
     behavior_loss_weight: float = field(default=0.1, metadata={"help": "Weight of the event-type loss."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the item loss."})
     init_from: str | None = field(default=None, metadata={"help": "Continue from a saved model folder."})

@@ -435,7 +435,10 @@ def train(
             train_loader.collate_fn.set_epoch(state.epoch)
         batches = train_loader
         if state.batches_done_in_epoch:
-            batches = accelerator.skip_first_batches(train_loader, state.batches_done_in_epoch)
+            # A streamed loader (seqbert.training.streaming) skips by itself, without reading the skipped shards.
+            skip = getattr(train_loader, "skip_first_batches", None)
+            batches = (skip(state.batches_done_in_epoch) if skip is not None
+                       else accelerator.skip_first_batches(train_loader, state.batches_done_in_epoch))  # fmt: skip
         batches = iter(batches)
         if resumed_rng_state is not None:
             # Starting a DataLoader iterator (at its first batch) draws a seed from the global RNG; an

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import resource
 import sys
 import time
@@ -18,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 from datasets import load_from_disk
 from torch.utils.data import DataLoader
 from transformers import HfArgumentParser
 
-from ..baselines import fit_next_item_baselines
+from ..baselines import fit_next_item_baselines, fit_next_item_baselines_from_shards
 from ..collators import (
     DataCollatorForMaskedBehaviorModeling,
     DataCollatorForNextItemPrediction,
@@ -35,7 +37,15 @@ from ..configuration_seqbert import SeqBertConfig
 from ..evaluation import collect_ranks_chunked, evaluate_scorer, model_scorer, sample_users
 from ..metrics.functional import ranking_metrics
 from ..modeling_seqbert import SeqBertForMaskedBehaviorModeling
-from ..prepared import PreparedData, encode_for_next_item, encode_for_pretraining, window_bounds
+from ..prepared import (
+    PARQUET_LAYOUT,
+    PreparedData,
+    encode_for_next_item,
+    encode_for_pretraining,
+    shard_files,
+    shard_records,
+    window_bounds,
+)  # fmt: skip
 from .arguments import ModelArguments, PretrainArguments, TrainingArguments, config_file_arguments
 from .flops import FlopsCounter, peak_tflops_of
 from .loop import TrainingState, make_accelerator, train
@@ -43,6 +53,7 @@ from .outputs import write_model_folder
 from .recipes import MAX_LENGTH, Recipe, auto_recipe, recipe_arguments
 from .sampling import sorted_by_length, training_dataloader
 from .schedule import training_schedule
+from .streaming import PretrainingShardStream, StreamingLoader, encoded_rows_per_shard, train_shards
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +85,13 @@ def auto_recipe_for(data_dir: str) -> Recipe:
     if not (folder / "statistics.json").exists():
         raise FileNotFoundError(f"--recipe auto reads {folder / 'statistics.json'}; prepare the data with `seqbert prepare`.")
     statistics = json.loads((folder / "statistics.json").read_text())
-    train = load_from_disk(str(folder / "dataset"))["train"].with_format("arrow")
+    protocol = json.loads((folder / "protocol.json").read_text()) if (folder / "protocol.json").exists() else {}
+    if protocol.get("layout") == PARQUET_LAYOUT:  # only the two columns it needs, also under --streaming
+        files = shard_files(folder, protocol, "train")
+        columns = [name for name in ("item_ids", "categories") if name in pq.read_schema(files[0]).names]
+        train = pa.concat_tables([pq.read_table(path, columns=columns) for path in files])
+    else:
+        train = load_from_disk(str(folder / "dataset"))["train"].with_format("arrow")
     lengths = pc.list_value_length(train["item_ids"]).to_numpy(zero_copy_only=False)
     rows, _, _ = window_bounds(lengths, MAX_LENGTH, MAX_LENGTH // 2)
     has_categories = "categories" in train.column_names and pc.count(pc.list_flatten(train["categories"])).as_py() > 0
@@ -276,6 +293,24 @@ def stop_reason(state: TrainingState, schedule, args: TrainingArguments) -> str:
     return "stopped early"
 
 
+def check_streaming_options(args: TrainingArguments, pre_args: PretrainArguments) -> None:
+    """--streaming reads the train split one shard at a time: refuse the options that need all of it at once."""
+    needs_whole_split = {
+        "--group_by_length": args.group_by_length,
+        "--label_weighting dataset": pre_args.label_weighting == "dataset",
+        "--item_categories": pre_args.item_categories,
+        "--negative_sampling_power": pre_args.loss_type == "sampled" and bool(pre_args.negative_sampling_power),
+        "--num_workers": args.num_workers > 0,
+    }
+    refused = [name for name, given in needs_whole_split.items() if given]
+    if refused:
+        raise ValueError(
+            f"--streaming does not combine with {', '.join(refused)}: length grouping, dataset label weighting, item "
+            "categories and popularity-weighted negatives need the whole train split; --num_workers would read every "
+            "shard once per worker (the stream reads the next shard in a background thread instead)."
+        )
+
+
 def make_collator(tokenizer, pre_args: PretrainArguments, seed: int):
     """Cloze masking for the bidirectional model (plus the unmasked rows' next-item targets with
     --next_item_loss_weight), shifted next-item targets for the causal one."""
@@ -310,31 +345,61 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("processes=%d device=%s mixed_precision=%s", accelerator.num_processes, accelerator.device, accelerator.mixed_precision)
     if recipe is not None:
         logger.info("recipe auto: %s", {k: v for k, v in recipe.options.items() if k not in recipe.overridden})
-    data = PreparedData.load(args.data_dir)
+    if pre_args.streaming:
+        check_streaming_options(args, pre_args)
+    # Pretraining never reads the full sequences; --streaming never loads the train split whole.
+    data = PreparedData.load(
+        args.data_dir, splits=("validation", "test") if pre_args.streaming else None, sequences=False
+    )
     tokenizer = data.tokenizer
+    stride = window_stride(args, pre_args)
+    files = shard_rows = None
+    if data.protocol.get("layout") == PARQUET_LAYOUT or pre_args.streaming:
+        # Sharded train split: the epoch order is per shard (the same in memory and streamed), and the rows per
+        # shard come from a pass over the item lists only.
+        files = train_shards(args.data_dir, data.protocol)
+        shard_rows = encoded_rows_per_shard(files, tokenizer, args.max_length, stride)
+        logger.info("train split: %d parquet shards, %d training rows", len(files), sum(shard_rows))
     eval_splits, user_sampling = evaluation_splits(data, pre_args)
     for key, value in user_sampling.items():
         logger.info("%s: %s", key, value)
     with accelerator.main_process_first():
-        train_rows = encode_for_pretraining(
-            data.splits["train"], tokenizer, args.max_length, window_stride=window_stride(args, pre_args)
-        )
+        train_rows = None if pre_args.streaming else encode_for_pretraining(
+            data.splits["train"], tokenizer, args.max_length, window_stride=stride
+        )  # fmt: skip
         # Sorted by length: evaluation batches then pad little (the metrics are means over users).
         eval_rows = {
             name: sorted_by_length(encode_for_next_item(split, tokenizer, args.max_length)) for name, split in eval_splits.items()
         }
-        baselines = fit_next_item_baselines(data.splits["train"], tokenizer)
+        if pre_args.streaming:
+            baselines = fit_next_item_baselines_from_shards(files, tokenizer)
+        else:
+            baselines = fit_next_item_baselines(data.splits["train"], tokenizer)
 
-    model = build_model(tokenizer, model_args, pre_args, args.max_length, train=data.splits["train"])
+    model = build_model(tokenizer, model_args, pre_args, args.max_length, train=data.splits.get("train"))
     if pre_args.sparse_item_updates:
         use_sparse_item_updates(model)
     if model.config.loss_type == "sampled" and pre_args.negative_sampling_power:
         model.set_negative_proposal(training_item_counts(train_rows, tokenizer), pre_args.negative_sampling_power)
     collator = make_collator(tokenizer, pre_args, args.seed)
-    train_loader = training_dataloader(
-        train_rows, batch_size=args.per_device_batch_size, collate_fn=collator, seed=args.seed,
-        group_by_length=args.group_by_length, num_workers=args.num_workers,
-    )  # fmt: skip
+    if pre_args.streaming:
+        stream = PretrainingShardStream(
+            files, shard_rows, tokenizer, max_length=args.max_length, window_stride=stride, seed=args.seed,
+            batch_size=args.per_device_batch_size, num_processes=accelerator.num_processes,
+            process_index=accelerator.process_index,
+        )  # fmt: skip
+        train_loader = StreamingLoader(stream, collate_fn=collator, device=accelerator.device)
+        num_train_rows = sum(shard_rows)
+        num_batches = math.ceil(num_train_rows / args.per_device_batch_size)
+    else:
+        train_loader = training_dataloader(
+            train_rows, batch_size=args.per_device_batch_size, collate_fn=collator, seed=args.seed,
+            group_by_length=args.group_by_length, num_workers=args.num_workers, shard_rows=shard_rows,
+        )  # fmt: skip
+        num_train_rows, num_batches = train_rows.num_rows, len(train_loader)
+        if shard_rows is not None and sum(shard_rows) != num_train_rows:
+            raise RuntimeError(f"The shards' row counts add up to {sum(shard_rows)} training rows, the split encodes to "
+                               f"{num_train_rows}.")  # fmt: skip
     eval_loaders = {
         name: accelerator.prepare(DataLoader(rows, batch_size=args.eval_batch_size, collate_fn=DataCollatorWithLeftPadding()))
         for name, rows in eval_rows.items()
@@ -376,7 +441,7 @@ def main(argv: list[str] | None = None) -> dict:
         return outputs.loss * (batch["labels"] != -100).sum() / labels_per_batch, scalars
 
     schedule = training_schedule(
-        len(train_loader), num_processes=accelerator.num_processes,
+        num_batches, num_processes=accelerator.num_processes,
         gradient_accumulation_steps=args.gradient_accumulation_steps, num_epochs=args.num_epochs, max_steps=args.max_steps,
         eval_every_epochs=args.eval_every_epochs, base_epochs=BASE_EPOCHS, min_steps=args.min_train_steps,
     )  # fmt: skip
@@ -418,8 +483,10 @@ def main(argv: list[str] | None = None) -> dict:
         **throughput(state),
         **utilisation(flops, state, accelerator.device, pre_args.peak_tflops),
         "final_evaluation_seconds": round(final_evaluation_seconds, 2),
-        "train_sequences": train_rows.num_rows,
-        "train_users": data.splits["train"].num_rows,
+        "train_sequences": num_train_rows,
+        "train_users": sum(r["rows"] for r in shard_records(data.protocol, "train")) if pre_args.streaming else data.splits["train"].num_rows,
+        "streaming": pre_args.streaming,
+        "train_shards": len(files) if files else None,
         "window_stride": window_stride(args, pre_args),
         "schedule": schedule.to_dict(),
         "stopped_because": stop_reason(state, schedule, args),

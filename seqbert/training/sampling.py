@@ -83,8 +83,18 @@ def sorted_by_length(rows, column: str = "input_ids"):
     return rows.select(np.argsort(row_lengths(rows, column), kind="stable"))
 
 
-def training_dataloader(rows, *, batch_size: int, collate_fn, seed: int, group_by_length: bool, num_workers: int = 0) -> DataLoader:
-    """The training DataLoader: length-grouped batches, or uniformly shuffled ones (Accelerate seeds those)."""
+def training_dataloader(
+    rows, *, batch_size: int, collate_fn, seed: int, group_by_length: bool, num_workers: int = 0,
+    shard_rows: list[int] | None = None,
+) -> DataLoader:  # fmt: skip
+    """The training DataLoader: length-grouped batches, or shuffled ones: uniformly (Accelerate seeds those) or, for
+    a train split of parquet shards with ``shard_rows`` rows each, shards permuted and rows shuffled within each
+    shard (:class:`seqbert.training.streaming.ShardedOrderSampler`, the order ``--streaming`` reads)."""
+    if not group_by_length and shard_rows is not None:
+        from .streaming import ShardedOrderSampler
+
+        sampler = ShardedOrderSampler(shard_rows, seed)
+        return DataLoader(rows, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn, num_workers=num_workers)
     if not group_by_length:
         return DataLoader(rows, batch_size=batch_size, shuffle=True, collate_fn=collate_fn, num_workers=num_workers)
     sampler = LengthGroupedSampler(row_lengths(rows), batch_size=batch_size, seed=seed)
