@@ -19,4 +19,15 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet $TORCH_SPEC
 fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The spark extra (in dev: tests/test_spark_prepare.py) runs on a JVM: Java 17+ for pyspark 4.
+if ! command -v java >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing openjdk-17-jre-headless (Java for pyspark)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } ||
+      echo "setup: could not install Java; the Spark path's tests will be skipped"
+  else
+    echo "setup: no Java runtime found: the Spark path (seqbert.data.spark) and its tests need one;" \
+      "install Java 17+ (e.g. sudo apt-get install openjdk-17-jre-headless). Its tests are skipped until then."
+  fi
+fi
 .venv/bin/python -c "import seqbert, torch, transformers; print(f'setup: seqbert {seqbert.__version__}, torch {torch.__version__}, transformers {transformers.__version__}')"
