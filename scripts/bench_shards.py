@@ -14,7 +14,8 @@ What it does:
    that it fits the machine's memory; ``K = ceil(events / --partition-events)`` unless ``--partitions``
    is given), each in a fresh subprocess: the folder first, then the single file.
 3. **Window**: ``seqbert prepare counting://FOLDER --since D1 --until D2`` for ``--window-fraction``
-   of the days (in the middle of the span), through a byte-counting fsspec filesystem.
+   of the days (in the middle of the span), through a byte-counting fsspec filesystem: once with the
+   default content hashes (``window``) and once with ``--input-hash parquet_footer`` (``window_footer_hash``).
 
 For every run: wall seconds of the subprocess (``wall_s``, interpreter start and imports included)
 and of ``seqbert.cli.main`` in it (``prepare_wall_s``: the command itself, its lazy imports included),
@@ -29,8 +30,10 @@ drop report / split rows (the folder and the single file must keep the same even
 an fsspec protocol ``counting://`` (the local filesystem with every ``read`` / ``readinto`` of an
 open file counted) and ``seqbert prepare`` reads the folder through it (the same code path as
 ``s3://``). ``bytes_read_fraction`` = bytes read by the window run / bytes of all the shards.
-It includes the content hash of every file read (``protocol.json`` records each shard's hash, which
-reads the whole file), and not the partitions that pruning skipped (never opened).
+In the ``window`` run it includes the content hash of every file read (``protocol.json`` records each
+shard's hash, which reads the whole file a second time, row groups outside the window included); in
+``window_footer_hash`` only each file's parquet footer is hashed, so it counts what the window's read itself
+costs. Neither counts the partitions that pruning skipped (never opened).
 
 Results: one JSON line appended to ``--output`` (default ``benchmarks/shards_prepare.jsonl``) with
 the machine, versions, commit, command, parameters and every run; a markdown table on stdout.
@@ -383,12 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         window_argv = ["prepare", "counting://" + info["folder"], "--output-dir", str(scratch / "window"), *common,
                        "--since", since, "--until", until]  # fmt: skip
         runs.append(prepare_run("window", window_argv, events, scratch, args.timeout))
-    folder, single, window = runs
+        footer_argv = [*window_argv, "--input-hash", "parquet_footer"]
+        footer_argv[footer_argv.index(str(scratch / "window"))] = str(scratch / "window_footer_hash")
+        runs.append(prepare_run("window_footer_hash", footer_argv, events, scratch, args.timeout))
+    folder, single = runs[:2]
     same = all(folder[key] == single[key] for key in ("input_rows", "kept_rows", "dropped", "split_rows"))
-    window_run = runs[2]
-    window_run["bytes_read_fraction"] = window_run["counted_bytes_read"] / info["folder_bytes"]
-    window_run["window_days"] = width
-    window_run["window_day_fraction"] = width / len(labels)
+    for window_run in runs[2:]:
+        window_run["bytes_read_fraction"] = window_run["counted_bytes_read"] / info["folder_bytes"]
+        window_run["window_days"] = width
+        window_run["window_day_fraction"] = width / len(labels)
+    window_run, footer_run = runs[2:]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_prepare import machine_info, versions
 
@@ -403,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         "folder_bytes": info["folder_bytes"], "single_bytes": info["single_bytes"],
         "window": {"since": since, "until": until, "days": width},
         "bytes_read_method": "fsspec counting:// filesystem: bytes returned by read()/readinto() of every file the "
-        "window run opened (content hashes included); fraction = that / bytes of all shards",
+        "window run opened (window: content hashes included; window_footer_hash: only footers hashed); fraction = "
+        "that / bytes of all shards",
         "folder_equals_single": same,
         "runs": runs,
     }  # fmt: skip
@@ -415,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{events:,} events, {info['files']} shards over {len(labels)} days ({info['folder_bytes'] / 2**20:,.1f} MiB), "
         f"--partitions {k}. Folder and single file keep the same events: {same}. Window {since} .. {until} "
-        f"({width} of {len(labels)} days): read {window_run['bytes_read_fraction']:.1%} of the folder's bytes. "
+        f"({width} of {len(labels)} days): read {window_run['bytes_read_fraction']:.1%} of the folder's bytes with "
+        f"content hashes, {footer_run['bytes_read_fraction']:.1%} with --input-hash parquet_footer. "
         f"Appended to {output}."
     )
     return 0 if same else 1

@@ -253,10 +253,12 @@ def add_prepare_parser(commands: argparse._SubParsersAction) -> None:
         help="Number of hash-bucket tokens for --unseen-items hash (required there, e.g. 1024).",
     )
     parser.add_argument(
-        "--input-hash", default="xxh3_128", choices=["xxh3_128", "sha256"],
-        help="Content hash of the input file recorded in protocol.json (and the model card) to identify the data: "
-        "'xxh3_128' (default; the XXH3 128-bit digest, ~5x faster) or 'sha256' when a cryptographic digest is "
-        "needed (computed alongside the parse; ~1 s more per GB of input).",
+        "--input-hash", default="xxh3_128", choices=["xxh3_128", "sha256", "parquet_footer"],
+        help="Hash of each input file recorded in protocol.json (and the model card) to identify the data: "
+        "'xxh3_128' (default; the XXH3 128-bit digest of the content, ~5x faster), 'sha256' when a cryptographic "
+        "digest is needed (computed alongside the parse; ~1 s more per GB of input), or 'parquet_footer' (parquet "
+        "only: xxh3_128 of each file's size and footer, two small reads, for object storage, where a content hash "
+        "reads every file a second time, and whole files that --since/--until read only in part).",
     )
 
 

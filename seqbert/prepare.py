@@ -79,10 +79,33 @@ class PrepareOptions:
 # cryptographic digest is wanted. On a 10M-event csv the sha256 thread cost ~1.2 s of wall time
 # (scripts/bench_prepare.py), competing with the two-threaded parse.
 INPUT_HASHES: dict[str, Any] = {"xxh3_128": xxhash.xxh3_128, "sha256": hashlib.sha256}
+PARQUET_FOOTER = "parquet_footer"
+"""The ``input_hash`` that reads no data: xxh3_128 of each parquet file's size and footer (schema, row-group layout,
+column-chunk sizes and statistics), two small reads per file. For parquet exports on object storage, where a
+content hash would download every file read a second time (and all of a file a time window reads only in part)."""
+
+
+def parquet_footer_digest(handle: Any, size: int, name: str) -> str:
+    """xxh3_128 of ``size`` and the parquet footer of the open, seekable binary ``handle``."""
+    if size < 12:
+        raise ValueError(f"{name}: {size} bytes is too short for a parquet file (--input-hash {PARQUET_FOOTER}).")
+    handle.seek(size - 8)
+    tail = handle.read(8)
+    length = int.from_bytes(tail[:4], "little")
+    if tail[4:] != b"PAR1" or length > size - 12:
+        raise ValueError(f"{name} is not a parquet file: --input-hash {PARQUET_FOOTER} applies to parquet inputs only.")
+    handle.seek(size - 8 - length)
+    digest = xxhash.xxh3_128(size.to_bytes(8, "little"))
+    digest.update(handle.read(length))
+    return digest.hexdigest()
 
 
 def file_digest(path: str | Path, algorithm: str = "xxh3_128", chunk_bytes: int = 1 << 20) -> str:
-    """Hex digest of the file's bytes with one of :data:`INPUT_HASHES`."""
+    """Hex digest of the file's bytes with one of :data:`INPUT_HASHES` (or of its parquet footer, for
+    :data:`PARQUET_FOOTER`)."""
+    if algorithm == PARQUET_FOOTER:
+        with open(path, "rb") as handle:
+            return parquet_footer_digest(handle, Path(path).stat().st_size, str(path))
     digest = INPUT_HASHES[algorithm]()
     buffer = bytearray(chunk_bytes)  # one reused buffer: no fresh memory per chunk
     view = memoryview(buffer)
@@ -95,14 +118,14 @@ def file_digest(path: str | Path, algorithm: str = "xxh3_128", chunk_bytes: int 
 def check_input_hash(options: PrepareOptions) -> str:
     """``options.input_hash``, checked before any data is read."""
     algorithm = getattr(options, "input_hash", "xxh3_128")
-    if algorithm not in INPUT_HASHES:
-        raise ValueError(f"input_hash must be one of {sorted(INPUT_HASHES)}, got {algorithm!r}.")
+    if algorithm not in INPUT_HASHES and algorithm != PARQUET_FOOTER:
+        raise ValueError(f"input_hash must be one of {[*sorted(INPUT_HASHES), PARQUET_FOOTER]}, got {algorithm!r}.")
     return algorithm
 
 
 def input_digest(source: Mapping[str, Any]) -> tuple[str, str] | None:
     """(algorithm, hex digest) of the input recorded in a protocol's ``source``, if any."""
-    for algorithm in INPUT_HASHES:
+    for algorithm in (*INPUT_HASHES, PARQUET_FOOTER):
         if source.get(algorithm):
             return algorithm, str(source[algorithm])
     return None
@@ -296,7 +319,10 @@ def prepare_file(
     # The content hash runs in a thread (xxhash and hashlib release the GIL) while the file is
     # parsed and prepared: most stages after the parse use one core, the hash takes the other.
     with ThreadPoolExecutor(1) as pool:
+        # A footer digest is two small reads: taken first, so that a non-parquet input fails before the parse.
         digest = pool.submit(file_digest, path, algorithm)
+        if algorithm == PARQUET_FOOTER:
+            digest.result()
         if dataset_format is None:
             events = read_events(path, **dict(read_options or {}))
         else:
@@ -401,6 +427,7 @@ __all__ = [
     "check_tokenizer_options",
     "count_rules_protocol",
     "INPUT_HASHES",
+    "PARQUET_FOOTER",
     "file_digest",
     "format_summary",
     "input_digest",

@@ -22,7 +22,7 @@ def test_tiny_run_records_folder_single_file_and_window(tmp_path):
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["events"] == 6000 and record["shards"] == 8 and record["folder_equals_single"]
     runs = {run["name"]: run for run in record["runs"]}
-    assert set(runs) == {"folder", "single_file", "window"}
+    assert set(runs) == {"folder", "single_file", "window", "window_footer_hash"}
     for run in runs.values():
         assert run["wall_s"] > 0 and run["events_per_s"] > 0 and run["peak_rss_bytes"] > 0
         assert run["argv"][:2] == ["seqbert", "prepare"] and "--partitions" in run["argv"]
@@ -32,6 +32,9 @@ def test_tiny_run_records_folder_single_file_and_window(tmp_path):
     assert window["files_read"] == 4 and window["time_window"]["files_skipped"] == 4
     assert window["counted_bytes_read"] > 0 and window["window_days"] == 2
     assert window["kept_rows"] < runs["folder"]["kept_rows"]
+    footer = runs["window_footer_hash"]  # the same window; only the parquet footers hashed
+    assert footer["kept_rows"] == window["kept_rows"] and footer["files_read"] == 4
+    assert 0 < footer["counted_bytes_read"] < window["counted_bytes_read"]
     assert "fsspec counting://" in record["bytes_read_method"]
     assert "| window |" in completed.stdout
 

@@ -258,6 +258,32 @@ def test_protocol_records_every_shard_and_its_hash(data, tmp_path):
     assert prepared.protocol["source"]["xxh3_128"] == source["xxh3_128"]
 
 
+def test_parquet_footer_hash_reads_only_footers_and_sees_changes(data, tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    base = data["root"] / "parquet"
+    options = PrepareOptions(input_hash="parquet_footer")
+    memory = fsspec.filesystem("memory")
+    for path in base.rglob("part-*.parquet"):
+        memory.pipe(f"/footer-test/{path.relative_to(base)}", path.read_bytes())
+    try:
+        remote = prepare_file("memory://footer-test", options).protocol["source"]
+    finally:
+        memory.rm("/footer-test", recursive=True)
+    local = prepare_file(base, options).protocol["source"]
+    assert [s["parquet_footer"] for s in remote["shards"]] == [s["parquet_footer"] for s in local["shards"]]
+    assert remote["parquet_footer"] == local["parquet_footer"] and "xxh3_128" not in local
+    # Another value in a shard gives another footer (its statistics and sizes change).
+    first = sorted(base.glob("dt=*/part-*.parquet"))[0]
+    table = pq.read_table(first)
+    changed = table.set_column(1, "item_id", pc.binary_join_element_wise(table.column("item_id"), "x", ""))
+    pq.write_table(changed, tmp_path / "changed.parquet", row_group_size=100)
+    assert file_digest(tmp_path / "changed.parquet", "parquet_footer") != file_digest(first, "parquet_footer")
+    with pytest.raises(ValueError, match="parquet files only"):
+        prepare_file(data["root"] / "csv", options)
+    with pytest.raises(ValueError, match="not a parquet file"):
+        prepare_file(data["root"] / "single.csv", options)
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_prepare_folder_with_window(data, tmp_path, capsys):
     root, days = data["root"], data["days"]

@@ -618,9 +618,17 @@ def parquet_row_groups(src: Source, parquet_file: Any, column: str, window: Time
 
 
 def shard_digest(shard: Shard, algorithm: str, chunk_bytes: int = 1 << 20) -> str:
-    """Content hash of one shard (see :data:`seqbert.prepare.INPUT_HASHES`)."""
-    from ..prepare import INPUT_HASHES, file_digest
+    """Content hash of one shard (see :data:`seqbert.prepare.INPUT_HASHES`), or the digest of its parquet footer
+    (:data:`seqbert.prepare.PARQUET_FOOTER`)."""
+    from ..prepare import INPUT_HASHES, PARQUET_FOOTER, file_digest, parquet_footer_digest
 
+    if algorithm == PARQUET_FOOTER:
+        if shard.fmt != "parquet" or shard.compression:
+            raise ValueError(f"{shard.display}: --input-hash {PARQUET_FOOTER} applies to parquet files only.")
+        if shard.filesystem is None:
+            return file_digest(shard.path, algorithm)
+        with shard.filesystem.open_input_file(shard.path) as handle:
+            return parquet_footer_digest(handle, shard.size, shard.display)
     if shard.filesystem is None:
         return file_digest(shard.path, algorithm, chunk_bytes)
     digest = INPUT_HASHES[algorithm]()
@@ -635,7 +643,7 @@ def inputs_digest(shards: Iterable[Shard], digests: Iterable[str], algorithm: st
     ``relative path <TAB> bytes <TAB> hash`` per shard, in reading order."""
     from ..prepare import INPUT_HASHES
 
-    digest = INPUT_HASHES[algorithm]()
+    digest = INPUT_HASHES.get(algorithm, INPUT_HASHES["xxh3_128"])()  # parquet_footer: combined with xxh3_128
     for shard, value in zip(shards, digests):
         digest.update(f"{shard.relative}\t{shard.size}\t{value}\n".encode())
     return digest.hexdigest()
