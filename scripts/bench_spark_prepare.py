@@ -105,8 +105,9 @@ def worker(args: argparse.Namespace) -> None:
         return
     from pyspark.sql import SparkSession
 
-    from seqbert.data.spark import prepare_spark
+    from seqbert.data.spark import prepare_spark, quiet_pandas_check
 
+    quiet_pandas_check()
     spark = (
         SparkSession.builder.master(args.master)
         .appName("seqbert-bench-spark-prepare")

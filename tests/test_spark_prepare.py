@@ -29,7 +29,7 @@ if (
 ):
     pytest.skip("the Spark path needs a Java runtime (`java` on PATH)", allow_module_level=True)
 
-from seqbert.data.spark import check_spark_options, numpy_quantile, prepare_spark
+from seqbert.data.spark import check_spark_options, numpy_quantile, prepare_spark, quiet_pandas_check
 
 BASE = {
     "min_user_events": 3, "min_item_support": 2, "max_events_per_minute": 8, "max_events_per_user": 400,
@@ -48,6 +48,7 @@ CASES = {
 def spark():
     from pyspark.sql import SparkSession
 
+    quiet_pandas_check()
     session = (
         SparkSession.builder.master("local[2]")
         .appName("seqbert-test-spark-prepare")

@@ -670,6 +670,18 @@ def normalize_event_types(
 
 
 # ------------------------------------------------------------------------------------------ main
+def quiet_pandas_check() -> None:
+    """Import ``pyspark.testing.utils`` (which pyspark imports lazily on the first SparkSession, for its
+    numpy/pandas checks) with its "PySpark does not yet fully support pandas >= 3.0.0" FutureWarning silenced:
+    the Spark path converts nothing to or from pandas, so the warning does not apply. Call before building a
+    session."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        import pyspark.testing.utils  # noqa: F401
+
+
 def prepare_spark(
     events: DataFrame,
     options: PrepareOptions | None = None,
@@ -691,6 +703,7 @@ def prepare_spark(
 
     from ..prepare import PrepareOptions, count_rules_protocol, vocabulary_from_counts
 
+    quiet_pandas_check()
     F, _ = _functions()
     options = options or PrepareOptions()
     check_spark_options(options)
@@ -842,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     check_spark_options(options)
     aliases = dict(pair.split("=", 1) for pair in args.event_alias)
+    quiet_pandas_check()
     builder = SparkSession.builder.appName("seqbert-prepare-spark")
     if args.master:
         builder = builder.master(args.master)
@@ -882,6 +896,7 @@ __all__ = [
     "normalize_event_types",
     "numpy_quantile",
     "prepare_spark",
+    "quiet_pandas_check",
     "temporal_cutoffs_spark",
     "write_shards",
 ]
