@@ -137,3 +137,24 @@ def test_saved_predictions_are_the_labelled_rows_in_order(prepared, tmp_path):
     y = np.asarray(test["label"])
     if 0 < y.sum() < len(y):
         assert roc_auc(y, -finetune.query_gaps(test).astype(float)) > 0.5
+
+
+def test_freeze_encoder_trains_only_the_head(prepared, tmp_path):
+    """--freeze_encoder: after 1 or 3 steps the encoder is still its (seeded) initial weights, the head is not."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for steps in (1, 3):
+        output = tmp_path / f"frozen{steps}"
+        finetune.main([
+            "--data_dir", str(prepared), "--output_dir", str(output), "--task", "click", "--max_steps", str(steps),
+            "--max_length", "16", "--per_device_batch_size", "32", "--bootstrap_resamples", "0", "--freeze_encoder",
+            "--learning_rate", "1e-2", "--no_tabular_baseline", "--report_to", "none", *TINY,
+        ])  # fmt: skip
+        weights[steps] = load_file(output / "model.safetensors")
+    encoder = [name for name in weights[1] if name.startswith("seqbert.")]
+    head = [name for name in weights[1] if not name.startswith("seqbert.")]
+    assert encoder and head
+    for name in encoder:
+        torch.testing.assert_close(weights[1][name], weights[3][name], rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(weights[1][name], weights[3][name]) for name in head)
