@@ -4,6 +4,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from . import process
 from .app import _require_fastapi, create_app
 from .batching import _Service
 from .process import _QuietExit, _stop_after, _uvicorn_server, default_threads
@@ -53,6 +54,7 @@ def serve(
 
         torch.set_num_threads(threads)
     app = create_app(folder, api_key=api_key, **app_options)
+    process.freeze_startup_objects()
     _log_start(folder, host, port, 1, api_key_env, app.state.service)
     server = _uvicorn_server(app, host=host, port=port, log_level=log_level)
     _stop_after(server, max_lifetime_seconds)

@@ -1,6 +1,7 @@
 """One serving process: its uvicorn server, its signal handling (SIGTERM / SIGINT drain, then exit 0), its lifetime
 limit and its torch threads."""
 
+import gc
 import logging
 import os
 import signal
@@ -44,6 +45,15 @@ def _stop_after(server, seconds: float | None) -> None:
     threading.Thread(target=stop_later, daemon=True).start()
 
 
+def freeze_startup_objects() -> None:
+    """Exempt every object alive once the model is loaded (the model, tokenizer, vocabulary, libraries: about 450k
+    objects for a 12k-item model) from garbage collection. A full collection walks all of them: 150-280 ms on the
+    2-core machine, a pause that every request in flight waits through, and under load one came every few seconds.
+    Objects that requests create are still collected as usual."""
+    gc.collect()
+    gc.freeze()
+
+
 def default_threads(workers: int = 1) -> int:
     """torch threads per worker: its share of the cores less the one its event loop needs (at least 1). On the
     shared 2-core machine (other jobs running), 2 torch threads beside the busy event loop took 7 to 10 times the
@@ -52,4 +62,4 @@ def default_threads(workers: int = 1) -> int:
     return max(1, cores // workers - 1)
 
 
-__all__ = ["default_threads"]
+__all__ = ["default_threads", "freeze_startup_objects"]

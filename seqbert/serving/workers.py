@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from . import process
 from .app import create_app
 from .process import _QuietExit, _uvicorn_server
 from .security import _api_key_from_env
@@ -53,6 +54,7 @@ def _worker_main(sock, folder, threads, api_key_env, log_level, app_options, rea
 
             torch.set_num_threads(threads)
         app = create_app(folder, api_key=_api_key_from_env(api_key_env), **app_options)
+        process.freeze_startup_objects()
     except BaseException:
         logger.exception("Worker %d could not start", os.getpid())
         sys.exit(STARTUP_FAILURE_EXIT_CODE)
