@@ -4,6 +4,7 @@
 # No `from __future__ import annotations`: FastAPI must see the request models of `create_app` as classes.
 
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -162,6 +163,7 @@ def create_app(
             "max_k": max_k,
             "explain": can_explain,
             "pid": os.getpid(),
+            "gc_frozen_objects": gc.get_freeze_count(),  # the start-up objects `seqbert serve` keeps out of GC
             **service.health(),
         }
 
