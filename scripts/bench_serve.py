@@ -22,7 +22,9 @@ milliseconds, refusals), read from its ``/health``.
 Every response is checked against its own request: the request bodies are ``--users`` distinct users (``--history``
 events each, with a mix of k, exclude_seen and candidate lists), and each 200 must hold the items and scores
 (within 1e-4; near-ties may swap) that ``Recommender.recommend`` returns for that user in this process. A wrong,
-missing or unparsable answer counts as an error. The load generator is this script's own asyncio HTTP/1.1 client:
+missing or unparsable answer counts as an error. The checks run after each timed window (during the soak, every
+20,000 answers), so that checking does not take the cores from the server while latency is measured. The load
+generator is this script's own asyncio HTTP/1.1 client, on uvloop when it is installed:
 ``wrk`` (Debian) can neither check each response against its request nor hold a fixed arrival rate, ``oha`` is not
 packaged, and locust needs far more CPU per request. It shares the machine's cores with the server.
 
@@ -66,6 +68,7 @@ VARIANTS = {
     "batched-w2": (["--batching", "on", "--workers", "2", "--threads", "1"], 2),
 }
 SCORE_TOLERANCE = 1e-4
+CHECK_EVERY = 20_000  # answers held before checking them (memory bound of a long phase)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -215,6 +218,15 @@ class Connection:
         self.reader = self.writer = None
 
 
+def run_client(coroutine):
+    """Run a load phase on uvloop when installed (less client CPU per request), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
 def raw_request(body: dict) -> bytes:
     payload = json.dumps(body).encode()
     return (
@@ -236,18 +248,26 @@ class Tally:
         self.missing_retry_after = 0
         self.client_skipped = 0  # due while every connection was busy (open loop)
         self.sent = 0
+        self.unchecked: list[tuple[bytes, dict]] = []  # 200s not yet checked against their requests
 
     def record(self, status: int, headers: dict, payload: bytes, expected: dict, seconds: float, late: float) -> None:
         self.statuses[status] += 1
         if status == 200:
             self.latencies.append(seconds)
             self.late.append(late)
-            if not matches(payload, expected):
-                self.wrong += 1
+            self.unchecked.append((payload, expected))
+            if len(self.unchecked) >= CHECK_EVERY:
+                self.check()
         elif status == 503 and b"retry-after" not in headers:
             self.missing_retry_after += 1
 
+    def check(self) -> None:
+        """Check the answers received since the last check against their requests."""
+        self.wrong += sum(not matches(payload, expected) for payload, expected in self.unchecked)
+        self.unchecked.clear()
+
     def summary(self, elapsed: float) -> dict:
+        self.check()
         ms = np.asarray(self.latencies) * 1000
         late = np.asarray(self.late) * 1000
         ok = self.statuses[200]
@@ -468,7 +488,7 @@ def run_variant(name: str, folder: Path, raws: list[bytes], answers: list[dict],
         base = {"variant": name, "workers": VARIANTS[name][1], "server_options": variant_options(name, args)}
         for clients in args.clients:
             before = server.health()
-            result = asyncio.run(closed_loop(server.port, clients, raws, answers, args.warmup_seconds, args.seconds,
+            result = run_client(closed_loop(server.port, clients, raws, answers, args.warmup_seconds, args.seconds,
                                              args.client_timeout, args.max_requests))  # fmt: skip
             lines.append({**base, "phase": "closed_loop", "clients": clients, **result,
                           "server": server_delta(before, server.health())})  # fmt: skip
@@ -477,7 +497,7 @@ def run_variant(name: str, folder: Path, raws: list[bytes], answers: list[dict],
         if args.overload_seconds > 0 and capacity > 0:
             rate = args.overload_factor * capacity
             before = server.health()
-            result = asyncio.run(open_loop(server.port, rate, args.overload_seconds, raws, answers,
+            result = run_client(open_loop(server.port, rate, args.overload_seconds, raws, answers,
                                            args.max_connections, args.client_timeout, args.max_requests))  # fmt: skip
             lines.append({**base, "phase": "overload", "clients": result["connections"], "capacity_rps": capacity,
                           "overload_factor": args.overload_factor, **result,
@@ -500,7 +520,7 @@ def run_soak(
         server.wait_healthy()
         rss_loaded = server.rss_mib()
         before = server.health()
-        warm = asyncio.run(open_loop(server.port, rate, args.soak_warmup_seconds, raws, answers, args.max_connections,
+        warm = run_client(open_loop(server.port, rate, args.soak_warmup_seconds, raws, answers, args.max_connections,
                                      args.client_timeout, args.max_requests))  # fmt: skip
         rss_start = server.rss_mib()
         samples = []
@@ -509,7 +529,7 @@ def run_soak(
             if not samples or elapsed - samples[-1][0] >= 30:
                 samples.append((round(elapsed, 1), round(server.rss_mib(), 1)))
 
-        result = asyncio.run(open_loop(server.port, rate, seconds, raws, answers, args.max_connections,
+        result = run_client(open_loop(server.port, rate, seconds, raws, answers, args.max_connections,
                                        args.client_timeout, args.max_requests, offset=7, on_tick=sample))  # fmt: skip
         rss_end = server.rss_mib()
         health = server.health()
