@@ -950,18 +950,25 @@ def _read_inputs(
 
 
 def _coalesce(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
-    """Canonical tables joined into batches of at least ``rows`` rows (the last may be smaller):
-    many small shards or row groups would otherwise make as many small batches downstream."""
+    """Canonical tables joined into batches of at least ``rows`` rows (the last may be smaller), each column one
+    contiguous chunk: many small shards or row groups (a pipeline's files often hold row groups of a few
+    thousand rows) would otherwise make as many small batches, or chunks, downstream."""
     pending: list[pa.Table] = []
     count = 0
     for table in tables:
         pending.append(_order_columns(table))
         count += table.num_rows
         if count >= rows:
-            yield pending[0] if len(pending) == 1 else pa.concat_tables(pending, promote_options="default")
+            yield _joined(pending)
             pending, count = [], 0
     if pending:
-        yield pending[0] if len(pending) == 1 else pa.concat_tables(pending, promote_options="default")
+        yield _joined(pending)
+
+
+def _joined(tables: list[pa.Table]) -> pa.Table:
+    if len(tables) == 1:
+        return tables[0].combine_chunks()
+    return pa.concat_tables(tables, promote_options="default").combine_chunks()
 
 
 def _iter_inputs(
