@@ -20,7 +20,6 @@ from datasets import Dataset
 from .data.arrow import item_counts, to_arrow
 from .data.cleaning import DropReport, clean_events
 from .data.readers import read_events
-from .data.shards import InputRecord, add_window_drops, input_name, is_multi, shard_digest, source_record
 from .data.sequences import (
     DEFAULT_SESSION_GAP_SECONDS,
     build_sequences,
@@ -28,6 +27,7 @@ from .data.sequences import (
     drop_short_sequences,
     prefix_statistics,
 )
+from .data.shards import InputRecord, add_window_drops, input_name, is_multi, shard_digest, source_record
 from .data.splits import LOO_TARGETS, leave_one_out, temporal_split
 from .prepared import PreparedData
 from .tokenization_seqbert import UNSEEN_ITEMS, BehaviorTokenizer
@@ -36,12 +36,12 @@ logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def _stage(name: str) -> Iterator[None]:
+def _stage(name: str, label: str = "prepare") -> Iterator[None]:
     """Log the start of a pipeline stage and its wall time (the data steps are vectorised: no loop for tqdm)."""
-    logger.info("prepare: %s ...", name)
+    logger.info("%s: %s ...", label, name)
     start = time.perf_counter()
     yield
-    logger.info("prepare: %s done in %.2fs", name, time.perf_counter() - start)
+    logger.info("%s: %s done in %.2fs", label, name, time.perf_counter() - start)
 
 
 @dataclass
@@ -422,12 +422,12 @@ def format_summary(prepared: PreparedData) -> str:
 
 
 __all__ = [
+    "INPUT_HASHES",
+    "PARQUET_FOOTER",
     "PrepareOptions",
     "check_input_hash",
     "check_tokenizer_options",
     "count_rules_protocol",
-    "INPUT_HASHES",
-    "PARQUET_FOOTER",
     "file_digest",
     "format_summary",
     "input_digest",

@@ -407,21 +407,17 @@ def _read_parquet(
     src: _Source, column_map: dict[str, str | None], row_groups: list[int] | None = None
 ) -> tuple[pa.Table, dict[str, str]]:
     try:
-        pf = pq.ParquetFile(src.parquet_input())
-        names = pf.schema_arrow.names
-        selected = _select_columns(names, column_map, src, None, False)
-        # Event types have few distinct values: read them dictionary-encoded (mapped per distinct value).
-        dictionary = [selected["event_type"]] if selected["event_type"] in names else None
-        pf = pq.ParquetFile(src.parquet_input(), read_dictionary=dictionary)
-        columns = [c for c in dict.fromkeys(selected.values()) if c in names]  # not partition fields
-        table = pf.read(columns=columns) if row_groups is None else pf.read_row_groups(row_groups, columns=columns)
+        with _parquet_errors(src):
+            pf = pq.ParquetFile(src.parquet_input())
+            names = pf.schema_arrow.names
+            selected = _select_columns(names, column_map, src, None, False)
+            # Event types have few distinct values: read them dictionary-encoded (mapped per distinct value).
+            dictionary = [selected["event_type"]] if selected["event_type"] in names else None
+            pf = pq.ParquetFile(src.parquet_input(), read_dictionary=dictionary)
+            columns = [c for c in dict.fromkeys(selected.values()) if c in names]  # not partition fields
+            table = pf.read(columns=columns) if row_groups is None else pf.read_row_groups(row_groups, columns=columns)
     except EventDataError:
         raise
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise src.error(
-            f"is not a readable Parquet file ({e})",
-            fix="check that it is a complete parquet file, or pass file_format=... for its real format.",
-        ) from None
     except (OSError, EOFError) as e:
         raise _io_error(src, e) from None
     return table, selected

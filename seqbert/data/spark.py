@@ -38,9 +38,8 @@ import json
 import logging
 import math
 import shutil
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,12 +86,11 @@ def _functions() -> tuple[Any, Any]:
     return F, Window
 
 
-@contextmanager
-def _stage(name: str) -> Iterator[None]:
-    logger.info("prepare-spark: %s ...", name)
-    start = time.perf_counter()
-    yield
-    logger.info("prepare-spark: %s done in %.2fs", name, time.perf_counter() - start)
+def _stage(name: str) -> AbstractContextManager[None]:
+    """prepare's stage logging (start, wall time), labelled ``prepare-spark``."""
+    from ..prepare import _stage as stage
+
+    return stage(name, label="prepare-spark")
 
 
 # ------------------------------------------------------------------------------------- options
