@@ -157,6 +157,21 @@ def count_rules_protocol(count_before: int | None) -> dict[str, Any]:
     }
 
 
+def run_protocol(
+    source_name: str | None, source: Mapping[str, Any] | None, options: Any, tokenizer: BehaviorTokenizer,
+    count_before: int | None,
+) -> dict[str, Any]:
+    """The protocol.json fields every preparation path records beside its split protocol: input, options,
+    vocabulary and what the count rules counted."""
+    return {
+        "source_name": source_name,
+        "source": dict(source or {}),
+        "options": asdict(options),
+        "vocabulary": {"items": len(tokenizer.items), "built_from": "train split only"},
+        "count_rules": count_rules_protocol(count_before),
+    }
+
+
 def check_tokenizer_options(options: PrepareOptions) -> None:
     """The tokenizer's checks of ``unseen_items`` / ``num_hash_buckets``, before any data is read."""
     unseen_items = getattr(options, "unseen_items", "unk")
@@ -270,13 +285,7 @@ def prepare_events(
         # The train split holds a prefix of each user's sequence (both protocols), so the statistics
         # of all sequences only count the held-out events on top of the train split's.
         tokenizer, statistics = vocabulary_and_statistics(sequences, splits["train"], options)
-    protocol.update(
-        source_name=source_name,
-        source=dict(source or {}),
-        options=asdict(options),
-        vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
-        count_rules=count_rules_protocol(count_before),
-    )
+    protocol.update(run_protocol(source_name, source, options, tokenizer, count_before))
     return PreparedData(
         splits=splits,
         sequences=sequences,
@@ -426,6 +435,7 @@ __all__ = [
     "PARQUET_FOOTER",
     "PrepareOptions",
     "check_input_hash",
+    "run_protocol",
     "check_tokenizer_options",
     "count_rules_protocol",
     "file_digest",

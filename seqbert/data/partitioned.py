@@ -37,7 +37,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,8 @@ from ..tokenization_seqbert import BehaviorTokenizer, stable_hash64
 from .arrow import to_arrow
 from .cleaning import DropReport, clean_events, count_item_support, k_core, per_user_kept
 from .readers import iter_events
-from .shards import InputRecord, add_window_drops, input_name, is_multi, shard_digest
 from .sequences import merge_statistic_pieces
+from .shards import InputRecord, add_window_drops, input_name, is_multi, shard_digest
 from .splits import merge_protocols
 
 logger = logging.getLogger(__name__)
@@ -351,8 +351,8 @@ def prepare_partitioned(
     from ..prepare import (  # prepare imports data modules
         PrepareOptions,
         check_input_hash,
-        count_rules_protocol,
         file_digest,
+        run_protocol,
         temporal_cutoffs,
     )
 
@@ -475,11 +475,7 @@ def prepare_partitioned(
         )
         protocol = merge_protocols([out.protocol for out in live])
         protocol.update(
-            source_name=source_name,
-            source=dict(source or {}),
-            options=asdict(options),
-            vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
-            count_rules=count_rules_protocol(count_before),
+            run_protocol(source_name, source, options, tokenizer, count_before),
             partitioning={"num_partitions": num_partitions, "partition": "stable_hash64(user_id) % num_partitions"},
         )
         statistics = {key: _merge_statistics(totals.pieces[key]) for key in ("all", "train")}
@@ -536,9 +532,8 @@ def _is_path_list(path: Any) -> bool:
 
 def _check_options(options: Any) -> None:
     """The option checks of :func:`seqbert.prepare.prepare_events`, before any work."""
-    from .splits import LOO_TARGETS
-
     from ..prepare import check_tokenizer_options
+    from .splits import LOO_TARGETS
 
     check_tokenizer_options(options)
     loo_target = getattr(options, "loo_target", "last_event")

@@ -40,7 +40,6 @@ import math
 import shutil
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -699,7 +698,7 @@ def prepare_spark(
     """
     from pyspark import StorageLevel
 
-    from ..prepare import PrepareOptions, count_rules_protocol, vocabulary_from_counts
+    from ..prepare import PrepareOptions, run_protocol, vocabulary_from_counts
 
     quiet_pandas_check()
     F, _ = _functions()
@@ -768,11 +767,7 @@ def prepare_spark(
         table.unpersist()
 
     protocol.update(
-        source_name=source_name,
-        source=dict(source or {}),
-        options=asdict(options),
-        vocabulary={"items": len(tokenizer.items), "built_from": "train split only"},
-        count_rules=count_rules_protocol(count_before),
+        run_protocol(source_name, source, options, tokenizer, count_before),
         layout="parquet",
         engine="spark",
         shards={
