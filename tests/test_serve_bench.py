@@ -53,3 +53,20 @@ def test_a_tiny_run_writes_every_line(tmp_path, capsys):
     assert len(soak) == 1 and {"rss_start_mib", "rss_end_mib", "errors"} <= set(soak[0])
     assert soak[0]["server_variant"] == "batched" and soak[0]["rss_start_mib"] > 0
     assert "| variant | phase | clients |" in capsys.readouterr().out
+
+
+def test_a_body_already_checked_for_its_request_is_not_parsed_again(monkeypatch):
+    bench = load_script("bench_serve")
+    parsed = []
+    real = bench.matches
+    monkeypatch.setattr(bench, "matches", lambda payload, expected: parsed.append(payload) or real(payload, expected))
+    right, wrong = answer(["a", "b", "c"], [3.0, 2.0, 2.0]), answer(["a", "z", "c"], [3.0, 2.0, 2.0])
+    tally = bench.Tally([EXPECTED, {**EXPECTED, "items": ["x", "y", "z"]}])
+    for index, payload in [(0, right), (0, right), (1, right), (0, wrong), (0, wrong)]:
+        tally.record(200, {}, index, payload, 0.01, 0.01)
+    tally.check()
+    assert tally.wrong == 3  # request 1's answer is another request's body; a wrong body stays wrong every time
+    for _ in range(3):
+        tally.record(200, {}, 0, right, 0.01, 0.01)
+    tally.check()
+    assert tally.wrong == 3 and parsed.count(right) == 2  # once for request 0, once for request 1
