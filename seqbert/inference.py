@@ -464,10 +464,10 @@ class Recommender:
         candidates: Sequence[Sequence[str] | None] | None = None,
     ) -> list[Recommendations]:
         """Scores `(num_users, num_items)` → per-user :class:`Recommendations` (seen / candidate filtering, top-k)."""
-        scores = scores.clone()
         offset = self.tokenizer.num_special_tokens
         unknown_candidates: list[list[str]] = [[] for _ in range(scores.shape[0])]
         if exclude_seen:
+            scores = scores.clone()  # the caller's scores stay as they were
             for row, ids in enumerate(encoded.item_token_ids):
                 seen = ids[ids >= offset] - offset
                 if len(seen):
@@ -485,15 +485,20 @@ class Recommender:
                 allowed[row, torch.as_tensor(ids[known] - offset, dtype=torch.long)] = True
             scores = scores.masked_fill(~allowed, float("-inf"))
         top_scores, top_columns = scores.topk(min(int(k), scores.shape[1]), dim=1)
+        # Rows in NumPy: per-row torch indexing cost more than the top-k itself on a 32-row serving batch.
+        top_scores, top_columns = top_scores.cpu().numpy(), top_columns.cpu().numpy()
+        finite_rows = np.isfinite(top_scores)
         unknown = encoded.unknown_events
         results = []
         for row in range(scores.shape[0]):
-            finite = torch.isfinite(top_scores[row])
-            columns = top_columns[row][finite].numpy()
+            finite = finite_rows[row]
+            columns, row_scores = top_columns[row], top_scores[row]
+            if not finite.all():  # excluded or non-candidate items, when fewer than k remain
+                columns, row_scores = columns[finite], row_scores[finite]
             results.append(
                 Recommendations(
                     item_ids=self._item_array[columns].tolist(),
-                    scores=top_scores[row][finite].tolist(),
+                    scores=row_scores.tolist(),
                     unknown_events=unknown[row],
                     unknown_candidates=unknown_candidates[row],
                 )
