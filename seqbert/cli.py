@@ -593,6 +593,10 @@ def add_model_use_parsers(commands: argparse._SubParsersAction) -> None:
                        "queued whenever the model is free).")
     serve.add_argument("--max-queue", type=int, default=serving.DEFAULT_MAX_QUEUE,
                        help="Most requests waiting for the model; beyond, 503 with Retry-After at once.")
+    serve.add_argument("--max-queue-wait-ms", type=float, default=serving.DEFAULT_MAX_QUEUE_WAIT_MS,
+                       help="Refuse (503 with Retry-After, at once) a request expected to wait longer than this "
+                       "for the model: the batches ahead of it at the running mean of recent batch times. 0: "
+                       "only --max-queue bounds the wait.")
     serve.add_argument("--request-timeout", type=float, default=serving.DEFAULT_REQUEST_TIMEOUT_S,
                        help="Seconds a request may take in all: 503 if it was not started by then, 504 if its "
                        "forward pass had started.")
@@ -633,7 +637,7 @@ def run_model_use(args: argparse.Namespace) -> int:
                 threads=args.threads, workers=args.workers, api_key_env=args.api_key_env,
                 log_level=args.log_level.lower(), batching=args.batching == "on", max_batch_size=args.max_batch_size,
                 max_batch_delay_ms=args.max_batch_delay_ms, max_queue=args.max_queue,
-                request_timeout=args.request_timeout,
+                max_queue_wait_ms=args.max_queue_wait_ms, request_timeout=args.request_timeout,
             )
         elif command == "push":
             from .hub import push_folder

@@ -182,6 +182,34 @@ def test_full_queue_answers_503_with_retry_after_at_once(folders):
     assert health["queue_depth"] == 0 and health["requests"] == 4 and health["batches"]["count"] == 3
 
 
+def test_a_request_expected_to_wait_too_long_is_refused_at_once(folders):
+    body = {"events": EVENTS, "k": 3}
+    with Running(folders[0], max_batch_size=1, max_queue=100, max_queue_wait_ms=200) as running:
+        with ThreadPoolExecutor(4) as pool:
+            gate = Gate(running.service)
+            first = pool.submit(request, running.port, "POST", "/recommend", body)
+            assert gate.entered.wait(30)
+            time.sleep(1.0)
+            gate.open()  # the first batch took about 1 s: the running mean of batch times starts there
+            assert first.result(timeout=60)[0] == 200
+            gate = Gate(running.service)
+            second = pool.submit(request, running.port, "POST", "/recommend", body)
+            assert gate.entered.wait(30)  # a batch of about 1 s has just started
+            health = running.health()
+            assert health["queue_depth"] == 0 and health["expected_wait_ms"] > 200
+            started = time.monotonic()
+            status, payload, headers = request_with_headers(running.port, "POST", "/recommend", body)
+            assert time.monotonic() - started < 10  # at once, not after the batch
+            assert status == 503 and int(headers["retry-after"]) >= 1
+            message = payload["detail"][0]["msg"]
+            assert "expected wait" in message and "--max-queue-wait-ms 200" in message
+            gate.open()
+            assert second.result(timeout=60)[0] == 200
+        health = running.health()
+    assert health["rejected_503_expected_wait"] == 1 and health["rejected_503_queue_full"] == 0
+    assert health["requests"] == 3 and health["batches"]["count"] == 2 and health["queue_depth"] == 0
+
+
 def test_request_timeout_answers_503_when_queued_and_504_when_computing(folders):
     body = {"events": EVENTS, "k": 3}
     with Running(folders[0], max_batch_size=1, request_timeout=0.5) as running, ThreadPoolExecutor(2) as pool:
@@ -222,7 +250,7 @@ def test_health_reports_queue_and_batches(folders):
             assert request(running.port, "POST", "/recommend", {"events": EVENTS})[0] == 200
         health = running.health()
     assert health["batching"] == {"mode": "batched", "max_batch_size": 4, "max_batch_delay_ms": 3.0, "max_queue": 9,
-                                  "request_timeout_s": 10.0}  # fmt: skip
+                                  "max_queue_wait_ms": 100.0, "request_timeout_s": 10.0}  # fmt: skip
     assert health["queue_depth"] == 0 and health["in_flight"] == 0 and health["requests"] == 3
     batches = health["batches"]
     assert batches["count"] == 3 and batches["mean_size"] == 1.0 and batches["size_histogram"] == {"<=1": 3}

@@ -24,7 +24,8 @@ model: :func:`seqbert.data.canonical.recorded_event_aliases`).
 
 How requests are computed (``batching``):
 
-- ``True`` (default): *dynamic micro-batching*. Requests wait in a bounded queue (``max_queue``); one inference
+- ``True`` (default): *dynamic micro-batching*. Requests wait in a bounded queue (``max_queue`` requests, and
+  ``max_queue_wait_ms`` of expected wait: the batches ahead at the running mean of their durations); one inference
   thread takes up to ``max_batch_size`` of them at a time (waiting at most ``max_batch_delay_ms`` after the oldest
   arrived for the batch to fill) and scores them in one forward pass, through the batch path of
   :class:`~seqbert.inference.Recommender` / :class:`~seqbert.inference.Classifier`. Each response is what a
@@ -36,8 +37,8 @@ Errors are JSON with a ``detail`` list: 400 malformed JSON, 401 missing or wrong
 the other model kind, 413 body over ``max_body_bytes``, 422 what pydantic, the event rules or the tokenizer
 reject (missing fields, wrong types, unknown event types, bad timestamps, more than ``max_events`` events,
 ``k`` above ``max_k``, an ``explain_item`` not in the catalog...), 501 for ``explain`` without Captum installed, 503
-with ``Retry-After`` when the queue is full or a request waited ``request_timeout`` seconds without being started,
-504 when its forward pass (and explanation) outlasted ``request_timeout``.
+with ``Retry-After`` when the queue is full, its expected wait too long, or a request waited ``request_timeout``
+seconds without being started, 504 when its forward pass (and explanation) outlasted ``request_timeout``.
 
 Modules: :mod:`~seqbert.serving.app` (the FastAPI application and its request models),
 :mod:`~seqbert.serving.middleware` (body limit, API key, backpressure), :mod:`~seqbert.serving.rules` (the event
@@ -57,6 +58,7 @@ from .defaults import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_K,
     DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_WAIT_MS,
     DEFAULT_REQUEST_TIMEOUT_S,
 )
 from .launch import serve
@@ -72,6 +74,7 @@ __all__ = [
     "DEFAULT_MAX_EVENTS",
     "DEFAULT_MAX_K",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_QUEUE_WAIT_MS",
     "DEFAULT_REQUEST_TIMEOUT_S",
     "EventRules",
     "create_app",

@@ -21,6 +21,7 @@ from .defaults import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_K,
     DEFAULT_MAX_QUEUE,
+    DEFAULT_MAX_QUEUE_WAIT_MS,
     DEFAULT_REQUEST_TIMEOUT_S,
 )
 from .errors import _RequestError
@@ -57,6 +58,7 @@ def create_app(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     max_batch_delay_ms: float = DEFAULT_MAX_BATCH_DELAY_MS,
     max_queue: int = DEFAULT_MAX_QUEUE,
+    max_queue_wait_ms: float = DEFAULT_MAX_QUEUE_WAIT_MS,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     api_key: str | None = None,
 ):
@@ -65,7 +67,7 @@ def create_app(
     Args:
         batching: micro-batching (default) or, ``False``, one request per forward pass behind a lock (the server
             before micro-batching; no queue bound, no timeout).
-        max_batch_size, max_batch_delay_ms, max_queue, request_timeout: the micro-batcher (see
+        max_batch_size, max_batch_delay_ms, max_queue, max_queue_wait_ms, request_timeout: the micro-batcher (see
             :mod:`seqbert.serving`).
         api_key: when given, every endpoint except ``/health`` needs ``Authorization: Bearer <api_key>``.
     """
@@ -91,7 +93,7 @@ def create_app(
     rules = EventRules.for_folder(folder, event_types)
     service = _Service(
         engine, kind, batching=batching, max_batch_size=max_batch_size, max_batch_delay_ms=max_batch_delay_ms,
-        max_queue=max_queue, request_timeout=request_timeout,
+        max_queue=max_queue, max_queue_wait_ms=max_queue_wait_ms, request_timeout=request_timeout,
     )  # fmt: skip
 
     class Event(BaseModel):

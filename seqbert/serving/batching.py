@@ -10,12 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import _QUEUE_FULL, RETRY_AFTER_S, _RequestError
+from .errors import _QUEUE_FULL, RETRY_AFTER_S, _expected_wait_too_long, _RequestError
 
 logger = logging.getLogger("seqbert.serve")  # the log name of the server since it was one module
 
 BATCH_SIZE_BINS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 """Upper edges of the batch-size histogram of ``/health``."""
+EWMA_WEIGHT = 0.2
+"""Weight of the newest batch (explanation) in the running mean of their durations that the expected wait uses."""
+
+
+def _running_mean(mean: float | None, value: float) -> float:
+    return value if mean is None else (1 - EWMA_WEIGHT) * mean + EWMA_WEIGHT * value
 
 
 @dataclass
@@ -41,6 +47,7 @@ class _Stats:
 
     requests: int = 0  # valid scoring requests, refused ones included
     rejected_queue_full: int = 0
+    rejected_expected_wait: int = 0
     timeouts_queued: int = 0
     timeouts_computing: int = 0
     errors: int = 0
@@ -68,6 +75,7 @@ class _Stats:
         return {
             "requests": self.requests,
             "rejected_503_queue_full": self.rejected_queue_full,
+            "rejected_503_expected_wait": self.rejected_expected_wait,
             "timed_out_503_queued": self.timeouts_queued,
             "timed_out_504_computing": self.timeouts_computing,
             "errors_500": self.errors,
@@ -98,16 +106,23 @@ class _Service:
         max_batch_delay_ms: float,
         max_queue: int,
         request_timeout: float,
+        max_queue_wait_ms: float = 0.0,
     ):
-        if max_batch_size < 1 or max_queue < 1 or max_batch_delay_ms < 0 or request_timeout <= 0:
+        if min(max_batch_size, max_queue) < 1 or min(max_batch_delay_ms, max_queue_wait_ms) < 0 or request_timeout <= 0:
             raise ValueError(
                 f"max_batch_size ({max_batch_size}) and max_queue ({max_queue}) must be >= 1, max_batch_delay_ms "
-                f"({max_batch_delay_ms}) >= 0 and request_timeout ({request_timeout}) > 0."
+                f"({max_batch_delay_ms}) and max_queue_wait_ms ({max_queue_wait_ms}) >= 0 and request_timeout "
+                f"({request_timeout}) > 0."
             )
         self.engine, self.kind, self.batching = engine, kind, batching
         self.max_batch_size, self.max_queue = int(max_batch_size), int(max_queue)
         self.delay = float(max_batch_delay_ms) / 1000
+        self.max_queue_wait = float(max_queue_wait_ms) / 1000  # 0: no bound on the expected wait
         self.request_timeout = float(request_timeout)
+        self.batch_seconds: float | None = None  # running means of recent durations (EWMA_WEIGHT)
+        self.explain_seconds: float | None = None
+        self.running_since: float | None = None  # start of the batch or explanation in the inference thread
+        self.running_explanation = False
         self.stats = _Stats()
         self.queue: collections.deque[_Job] = collections.deque()
         self.explaining: collections.deque[_Job] = collections.deque()  # scored, waiting for their explanation
@@ -121,8 +136,35 @@ class _Service:
         self._full: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ state
-    def queue_full(self) -> bool:
-        return self.batching and self.waiting() >= self.max_queue
+    def refusal(self) -> _RequestError | None:
+        """The 503 for a new scoring request arriving now, counted, or ``None`` to admit it: refused when
+        ``max_queue`` requests wait already, or when it is expected to wait more than ``max_queue_wait_ms`` before
+        its forward pass starts (see :meth:`expected_wait`)."""
+        if not self.batching:
+            return None
+        if self.waiting() >= self.max_queue:
+            self.stats.rejected_queue_full += 1
+            return _RequestError(503, [_QUEUE_FULL], {"Retry-After": str(RETRY_AFTER_S)})
+        if self.max_queue_wait > 0:
+            wait = self.expected_wait()
+            if wait > self.max_queue_wait:
+                self.stats.rejected_expected_wait += 1
+                detail = _expected_wait_too_long(wait, self.max_queue_wait)
+                return _RequestError(503, [detail], {"Retry-After": str(RETRY_AFTER_S)})
+        return None
+
+    def expected_wait(self) -> float:
+        """Seconds a request arriving now would wait before its forward pass starts: the rest of the batch (or
+        explanation) being computed, then the full batches queued ahead of it and the explanations waiting, each at
+        the running mean of recent durations. 0 before the first batch."""
+        if self.batch_seconds is None:
+            return 0.0
+        explain = self.explain_seconds or 0.0
+        wait = (len(self.queue) // self.max_batch_size) * self.batch_seconds + len(self.explaining) * explain
+        if self.running_since is not None:
+            expected = explain if self.running_explanation else self.batch_seconds
+            wait += max(0.0, expected - (time.perf_counter() - self.running_since))
+        return wait
 
     def waiting(self) -> int:
         """Requests waiting for the inference thread: to be scored, or scored and waiting for their explanation."""
@@ -135,9 +177,11 @@ class _Service:
                 "max_batch_size": self.max_batch_size if self.batching else 1,
                 "max_batch_delay_ms": 1000 * self.delay if self.batching else 0.0,
                 "max_queue": self.max_queue if self.batching else None,
+                "max_queue_wait_ms": 1000 * self.max_queue_wait if self.batching else None,
                 "request_timeout_s": self.request_timeout if self.batching else None,
             },
             "queue_depth": self.waiting() if self.batching else self.waiting_on_lock,
+            "expected_wait_ms": round(1000 * self.expected_wait(), 3) if self.batching else None,
             "explanations_waiting": len(self.explaining),
             "in_flight": self.in_flight,
             **self.stats.to_dict(),
@@ -149,9 +193,9 @@ class _Service:
         self.stats.requests += 1
         if not self.batching:
             return await self._run_locked(job)
-        if self.queue_full():
-            self.stats.rejected_queue_full += 1
-            raise _RequestError(503, [_QUEUE_FULL], {"Retry-After": str(RETRY_AFTER_S)})
+        refused = self.refusal()
+        if refused is not None:
+            raise refused
         self._start()
         self.queue.append(job)
         self._not_empty.set()
@@ -243,14 +287,16 @@ class _Service:
             for job in jobs:
                 job.started = True
             self.in_flight = len(jobs)
-            start = time.perf_counter()
+            start = self.running_since = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._compute, jobs)
             except Exception as error:
                 logger.exception("Batch of %d failed", len(jobs))
                 results = [error] * len(jobs)
-            self.stats.add_batch(len(jobs), time.perf_counter() - start)
-            self.in_flight = 0
+            seconds = time.perf_counter() - start
+            self.stats.add_batch(len(jobs), seconds)
+            self.batch_seconds = _running_mean(self.batch_seconds, seconds)
+            self.in_flight, self.running_since = 0, None
             for job, result in zip(jobs, results):
                 if job.future.done():  # a timed-out request's future is cancelled
                     continue
@@ -266,15 +312,17 @@ class _Service:
         job = self.explaining.popleft()
         if job.future.done():  # timed out meanwhile
             return
-        self.in_flight = 1
-        start = time.perf_counter()
+        self.in_flight, self.running_explanation = 1, True
+        start = self.running_since = time.perf_counter()
         try:
             result = await loop.run_in_executor(self._executor, self._explained, job, job.scored)
         except Exception as error:
             logger.exception("Explanation failed")
             result = error
-        self.stats.add_explanation(time.perf_counter() - start)
-        self.in_flight = 0
+        seconds = time.perf_counter() - start
+        self.stats.add_explanation(seconds)
+        self.explain_seconds = _running_mean(self.explain_seconds, seconds)
+        self.in_flight, self.running_since, self.running_explanation = 0, None, False
         if not job.future.done():
             job.future.set_result(result)
 

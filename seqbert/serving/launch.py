@@ -69,7 +69,8 @@ def _log_start(folder, host, port, workers, api_key_env, service: _Service) -> N
     if service.batching:
         mode = (
             f"micro-batching (max batch {service.max_batch_size}, delay {1000 * service.delay:g} ms, "
-            f"queue {service.max_queue}, timeout {service.request_timeout:g} s)"
+            f"queue {service.max_queue}, expected wait {1000 * service.max_queue_wait:g} ms, "
+            f"timeout {service.request_timeout:g} s)"
         )
     auth = f"bearer key from ${api_key_env}" if api_key_env else "none"
     logger.info("Serving %s on http://%s:%d: %s, %d worker(s), auth: %s", folder, host, port, mode, workers, auth)

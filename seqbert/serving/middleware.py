@@ -5,7 +5,6 @@ import hmac
 import json
 from typing import TYPE_CHECKING
 
-from .errors import _QUEUE_FULL, RETRY_AFTER_S
 
 if TYPE_CHECKING:
     from .batching import _Service
@@ -117,18 +116,20 @@ class _ApiKey:
 
 
 class _Backpressure:
-    """ASGI middleware: 503 + ``Retry-After`` for a scoring request while the queue is full, before its body is
-    parsed (so that refusing stays cheap however many clients push)."""
+    """ASGI middleware: 503 + ``Retry-After`` for a scoring request the service refuses (queue full, or its expected
+    wait too long), before its body is parsed (so that refusing stays cheap however many clients push)."""
 
     def __init__(self, app, service: "_Service"):
         self.app, self.service = app, service
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("path") in BATCHED_PATHS and self.service.queue_full():
-            self.service.stats.requests += 1
-            self.service.stats.rejected_queue_full += 1
-            start, body = _json_response(503, [_QUEUE_FULL], [(b"retry-after", str(RETRY_AFTER_S).encode())])
-            await send(start)
-            await send(body)
-            return None
+        if scope["type"] == "http" and scope.get("path") in BATCHED_PATHS:
+            refused = self.service.refusal()
+            if refused is not None:
+                self.service.stats.requests += 1
+                headers = [(name.lower().encode(), value.encode()) for name, value in refused.headers.items()]
+                start, body = _json_response(refused.status, refused.detail, headers)
+                await send(start)
+                await send(body)
+                return None
         return await self.app(scope, receive, send)
