@@ -5,7 +5,8 @@ not depend on training), saved to a temporary folder. Each server variant runs `
 on 127.0.0.1 and is measured in three phases, every one bounded in time and in requests:
 
 1. closed loop: ``--clients`` concurrent keep-alive clients (default 1, 8, 32, 128), each sending its next
-   ``/recommend`` as soon as the previous one is answered, ``--seconds`` per level after ``--warmup-seconds``:
+   ``/recommend`` as soon as the previous one is answered (a 503: after its ``Retry-After`` seconds, as a
+   production client does), ``--seconds`` per level after ``--warmup-seconds``:
    requests per second, p50 / p99 latency, 503s and other 5xx;
 2. overload: an open-loop arrival rate of ``--overload-factor`` x the variant's measured capacity (its best
    requests/s of phase 1) for ``--overload-seconds``, on at most ``--max-connections`` connections (a request
@@ -200,13 +201,11 @@ class Connection:
             self.close()
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
         self.writer.write(raw)
-        status_line = await self.reader.readuntil(b"\r\n")
+        head = await self.reader.readuntil(b"\r\n\r\n")  # status line and headers in one read: less client CPU
+        status_line, *lines = head[:-4].split(b"\r\n")
         status = int(status_line.split(b" ", 2)[1])
         headers = {}
-        while True:
-            line = await self.reader.readuntil(b"\r\n")
-            if line == b"\r\n":
-                break
+        for line in lines:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
         body = await self.reader.readexactly(int(headers.get(b"content-length", b"0")))
@@ -311,9 +310,9 @@ class Tally:
 
 
 async def one_request(connection: Connection, index: int, raws: list[bytes], tally: Tally, due: float,
-                      timeout: float) -> bool:  # fmt: skip
-    """Send request ``index`` now and record its outcome (``due``: when it should have been sent). False when the
-    connection broke."""
+                      timeout: float) -> float | None:  # fmt: skip
+    """Send request ``index`` now and record its outcome (``due``: when it should have been sent). The seconds the
+    server asked to wait before retrying (a 503's ``Retry-After``, else 0), or ``None`` when the connection broke."""
     sent = time.perf_counter()
     tally.sent += 1
     try:
@@ -321,15 +320,18 @@ async def one_request(connection: Connection, index: int, raws: list[bytes], tal
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError):
         tally.lost += 1
         connection.close()
-        return False
+        return None
     now = time.perf_counter()
     tally.record(status, headers, index, payload, now - sent, now - due)
-    return True
+    retry_after = headers.get(b"retry-after", b"0") if status == 503 else b"0"
+    return float(retry_after) if retry_after.isdigit() else 0.0
 
 
 async def closed_loop(port: int, clients: int, raws: list[bytes], answers: list[dict], warmup: float, seconds: float,
                       timeout: float, max_requests: int) -> dict:  # fmt: skip
-    """``clients`` connections, each sending its next request when the previous one is answered."""
+    """``clients`` connections, each sending its next request when the previous one is answered, or after the
+    ``Retry-After`` seconds of a 503, as a production client does (one that retries at once turns each refusal into
+    another request to refuse)."""
     tally, warm = Tally(answers), Tally(answers)
     start = time.perf_counter()
     measure_from, stop = start + warmup, start + warmup + seconds
@@ -339,8 +341,10 @@ async def closed_loop(port: int, clients: int, raws: list[bytes], answers: list[
         while time.perf_counter() < stop and tally.sent < max_requests:
             sent = time.perf_counter()
             target = tally if sent >= measure_from else warm
-            await one_request(connection, index % len(raws), raws, target, sent, timeout)
+            retry_after = await one_request(connection, index % len(raws), raws, target, sent, timeout)
             index += clients
+            if retry_after:
+                await asyncio.sleep(min(retry_after, max(0.0, stop - time.perf_counter())))
         connection.close()
 
     await asyncio.gather(*(client(offset) for offset in range(clients)))
@@ -358,7 +362,7 @@ async def open_loop(port: int, rate: float, seconds: float, raws: list[bytes], a
     start = time.perf_counter()
 
     async def send(connection: Connection, index: int, due: float) -> None:
-        if await one_request(connection, index % len(raws), raws, tally, due, timeout):
+        if await one_request(connection, index % len(raws), raws, tally, due, timeout) is not None:
             idle.append(connection)
         else:
             idle.append(Connection(port))
