@@ -570,19 +570,13 @@ def read_events(
         timestamp_unit, unknown_events, bad_timestamps,
     )  # fmt: skip
     now = time.time()
-    try:
+    with _reading_errors(src):
         if src.fmt in ("csv", "tsv"):
             table, selected = _read_csv(src, cmap, column_names, delimiter, integer_timestamps=timestamp_unit != "iso")
         elif src.fmt == "parquet":
             table, selected = _read_parquet(src, cmap)
         else:
             table, selected = _read_jsonl(src, cmap)
-    except EventDataError:
-        raise
-    except (OSError, EOFError) as e:  # includes corrupt / truncated compressed streams
-        raise _io_error(src, e) from None
-    except pa.ArrowException as e:
-        raise src.error(f"could not be read as {src.fmt} ({e})", fix="check the file's format and contents.") from None
 
     if table.num_rows == 0:
         raise src.error(
@@ -807,6 +801,20 @@ def _source_batches(
 
 
 @contextmanager
+def _reading_errors(src: _Source) -> Iterator[None]:
+    """Errors while reading one input file as :class:`EventDataError` naming it: OS and decompression errors, and
+    whatever Arrow could not parse."""
+    try:
+        yield
+    except EventDataError:
+        raise
+    except (OSError, EOFError) as e:  # includes corrupt / truncated compressed streams
+        raise _io_error(src, e) from None
+    except pa.ArrowException as e:
+        raise src.error(f"could not be read as {src.fmt} ({e})", fix="check the file's format and contents.") from None
+
+
+@contextmanager
 def _parquet_errors(src: _Source) -> Iterator[None]:
     try:
         yield
@@ -847,7 +855,7 @@ def _shard_events(
         _check_text_options(src, column_names, delimiter)
         rows = 0
         pruned_before = record.row_groups_skipped
-        try:
+        with _reading_errors(src):
             selected, batches = _source_batches(
                 src, cmap, column_names, delimiter, timestamp_unit, window, record,
                 whole=whole, batch_bytes=batch_bytes, batch_rows=batch_rows,
@@ -871,12 +879,6 @@ def _shard_events(
                         out = out.filter(pa.array(keep))
                 if out.num_rows:
                     yield out
-        except EventDataError:
-            raise
-        except (OSError, EOFError) as e:  # includes corrupt / truncated compressed streams
-            raise _io_error(src, e) from None
-        except pa.ArrowException as e:
-            raise src.error(f"could not be read as {src.fmt} ({e})", fix="check the file's format and contents.") from None
         if rows == 0 and record.row_groups_skipped == pruned_before:
             if single:
                 raise src.error(
