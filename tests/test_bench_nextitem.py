@@ -50,7 +50,7 @@ def bench(work: Path, datasets: list[str], shared: Path, *options: str) -> tuple
         sys.executable, str(SCRIPT), *datasets, "--shared-data", str(shared), "--work-dir", str(work),
         "--column", "user_id=uid", "--column", "item_id=sku", "--column", "event_type=action", "--column", "timestamp=ts",
         "--seeds", "0", "--max-epochs", "2", "--time-budget-minutes", "2", "--batch-size", "32", "--max-length", "12",
-        "--bootstrap", "30", "--sampled-negatives", "5", "--threads-per-run", "1", *options,
+        "--bootstrap", "30", "--sampled-negatives", "5", "--threads-per-run", "1", "--parallel", "2", *options,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
