@@ -5,7 +5,6 @@ import hmac
 import json
 from typing import TYPE_CHECKING
 
-
 if TYPE_CHECKING:
     from .batching import _Service
 
