@@ -6,7 +6,7 @@ DEFAULT_MAX_CANDIDATES = 10_000
 DEFAULT_MAX_BODY_BYTES = 1_000_000
 DEFAULT_MAX_BATCH_SIZE = 16
 """Most requests scored in one forward pass. On CPU a forward pass costs about its batch size, so larger batches
-add little throughput and lengthen every request's wait: 32 gave 19 % more requests/s at 128 clients than 16 but
+add little throughput and lengthen every request's wait: 32 gave 15-19 % more requests/s at 128 clients than 16 but
 missed p99 <= 250 ms under 3x overload (289-302 ms against 219 ms; bench_serve.py, 2 workers, 2026-12-07). On a GPU,
 raise it."""
 DEFAULT_MAX_BATCH_DELAY_MS = 0.0
